@@ -1,0 +1,185 @@
+"""Sampling the product of a general prior and a specialized model, with diagnostics.
+
+Three ways (see docs/composition.md and ../shared/notes/composition.md):
+- "sum": the thesis's Algorithm 2, exactly: start from N(0, I), add the two noise
+  predictions, take an ordinary ancestral step. Biased: it follows the product of the
+  *noised* marginals, not the noised product.
+- "weighted": eps = w_g*eps_g + w_s*eps_s (geometric mixture p_g^w_g * p_s^w_s),
+  started from N(0, I/(w_g + w_s)).
+- "smc": the weighted proposal corrected by Feynman-Kac weights and per-condition
+  resampling (Skreta et al. 2025), optionally with Langevin correctors (Du et al. 2023).
+
+Both experts are evaluated once per step on the whole batch (every particle of every
+condition). Every result carries diagnostics per condition: the effective sample size,
+an estimate of log of the integral of p_g * p_s (the experts' overlap), and the mean cosine between
+the experts' noise predictions.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .model import DiffusionModel
+from .sampling import SamplerConfig, repeat_conditions
+
+METHODS = ("sum", "weighted", "smc")
+
+
+@dataclass
+class CompositionConfig:
+    method: str = "smc"
+    weight_general: float = 1.0
+    weight_specialized: float = 1.0
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    resample_threshold: float = 0.5      # resample a condition's particles when ESS/K falls below
+    langevin_steps: int = 0              # ULA corrector steps per noise level (0 = none)
+    langevin_snr: float = 0.1            # corrector step size, Song et al.'s signal-to-noise rule
+    langevin_min_t_fraction: float = 0.2  # correct only at levels t >= this fraction of T
+    max_weight_beta: float = 0.1         # skip FK weights of larger-beta steps: near-pure noise, where
+                                         # one coarse step (cosine: up to 0.999) would blow the weights up
+
+    def validate(self, num_train_steps: int):
+        if self.method not in METHODS:
+            raise ValueError(f"composition method {self.method!r}: use one of {METHODS}")
+        if self.weight_general < 0 or self.weight_specialized < 0 or \
+                self.weight_general + self.weight_specialized <= 0:
+            raise ValueError(f"weights ({self.weight_general}, {self.weight_specialized}) must be >= 0 "
+                             "and not both 0")
+        if not 0 < self.resample_threshold <= 1:
+            raise ValueError(f"resample_threshold={self.resample_threshold} must be in (0, 1]")
+        if self.langevin_steps < 0:
+            raise ValueError(f"langevin_steps={self.langevin_steps} must be >= 0")
+        self.sampler.validate(num_train_steps)
+
+
+@dataclass
+class Composition:
+    """Samples [n_conditions, k, target_dim] (raw units) and per-condition diagnostics."""
+
+    samples: np.ndarray
+    ess_fraction: np.ndarray      # smallest ESS/K seen along the trajectory, in (0, 1]
+    log_overlap: np.ndarray       # estimate of log of the integral of p_g p_s (normalized units)
+    score_cosine: np.ndarray      # mean cosine of eps_g and eps_s over steps and particles
+    model_evaluations: int        # network passes per particle (both experts counted)
+
+
+def check_compatible(general: DiffusionModel, specialized: DiffusionModel):
+    """The two experts must predict noise in one space: same schedule, same target normalizer."""
+    if general.schedule.to_dict() != specialized.schedule.to_dict():
+        raise ValueError("general and specialized models use different noise schedules "
+                         f"({general.schedule.to_dict()} vs {specialized.schedule.to_dict()}); retrain one")
+    if general.target_normalizer.to_dict() != specialized.target_normalizer.to_dict():
+        raise ValueError("general and specialized models use different target normalizers; train the "
+                         "specialized model with the general data's normalizer")
+    if general.condition_dim != specialized.condition_dim:
+        raise ValueError(f"condition sizes differ: general {general.condition_dim}, "
+                         f"specialized {specialized.condition_dim}")
+
+
+@torch.no_grad()
+def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, num_samples: int,
+            config: CompositionConfig | None = None, seed: int = 0) -> Composition:
+    config = config or CompositionConfig()
+    check_compatible(general, specialized)
+    schedule = general.schedule
+    config.validate(schedule.num_steps)
+    n_c, k, d = len(conditions), int(num_samples), general.target_dim
+    a, b = config.weight_general, config.weight_specialized
+    if config.method == "sum":
+        a = b = 1.0
+    gen = torch.Generator().manual_seed(int(seed))
+    cg = repeat_conditions(general, conditions, k)
+    cs = repeat_conditions(specialized, conditions, k)
+    init_std = 1.0 if config.method == "sum" else 1.0 / math.sqrt(a + b)
+    y = torch.randn((n_c * k, d), generator=gen) * init_std
+    log_w = torch.zeros(n_c, k, dtype=torch.float64)
+    log_z = torch.full((n_c,), _log_z_prior(a, b, d), dtype=torch.float64)
+    ess_min = torch.ones(n_c, dtype=torch.float64)
+    cos_sum, steps, evals = torch.zeros(n_c, dtype=torch.float64), 0, 0
+    for t, t_prev in config.sampler.timesteps(schedule):
+        ab = float(schedule.alphas_cumprod[t])
+        ab_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+        eg, es = general.eps(y, t, cg), specialized.eps(y, t, cs)
+        evals += 2
+        cos_sum += torch.nn.functional.cosine_similarity(eg, es, dim=-1, eps=1e-12).double().view(n_c, k).mean(1)
+        steps += 1
+        beta = 1.0 - ab / ab_prev
+        if beta <= config.max_weight_beta:
+            log_w += beta * (_fk_increment(eg, es, ab, a, b).view(n_c, k) - (a + b - 1) * d / 2)
+        ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
+        if config.method == "smc":
+            idx, log_w, log_z = _maybe_resample(log_w, log_z, config.resample_threshold, gen)
+            y, eg, es, cg, cs = y[idx], eg[idx], es[idx], cg[idx], cs[idx]
+        y = config.sampler.step(schedule, y, a * eg + b * es, t, t_prev, torch.randn(y.shape, generator=gen))
+        if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps:
+            y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
+            evals += 2 * config.langevin_steps
+    log_z = log_z + torch.logsumexp(log_w, dim=1) - math.log(k)
+    if config.method == "smc":
+        idx, log_w, _ = _maybe_resample(log_w, log_z, 1.0 + 1e-9, gen)
+        y = y[idx]
+    samples = general.target_normalizer.denormalize(y.double().numpy()).reshape(n_c, k, d)
+    return Composition(samples, ess_min.numpy(), log_z.numpy(), (cos_sum / steps).numpy(), evals)
+
+
+def _fk_increment(eg, es, ab, a, b):
+    """Feynman-Kac log-weight rate for sampling p_g^a p_s^b with the weighted score.
+
+    From the VP Fokker-Planck equation of each noised marginal: the weighted-score SDE
+    misses a*b*<s_g, s_s> + (a^2 - a)/2 |s_g|^2 + (b^2 - b)/2 |s_s|^2 - (a + b - 1) d / 2
+    per unit of beta (the last term, the same for every particle, is added by the caller
+    and matters only for the overlap estimate). For a = b = 1 the particle-dependent part
+    is <s_g, s_s> (../shared/notes/composition.md).
+    """
+    var = 1.0 - ab
+    sg, ss = (-eg / math.sqrt(var)).double(), (-es / math.sqrt(var)).double()
+    inc = a * b * (sg * ss).sum(-1)
+    if a != 1.0:
+        inc = inc + (a * a - a) / 2 * (sg * sg).sum(-1)
+    if b != 1.0:
+        inc = inc + (b * b - b) / 2 * (ss * ss).sum(-1)
+    return inc
+
+
+def _log_z_prior(a: float, b: float, d: int) -> float:
+    """log of the integral of N(0,I)^a N(0,I)^b: where the overlap estimate starts at t = T."""
+    return d * (1 - a - b) / 2 * math.log(2 * math.pi) - d / 2 * math.log(a + b)
+
+
+def _ess_fraction(log_w: torch.Tensor) -> torch.Tensor:
+    w = torch.softmax(log_w, dim=1)
+    return 1.0 / (w * w).sum(1) / log_w.shape[1]
+
+
+def _maybe_resample(log_w, log_z, threshold, gen):
+    """Systematic resampling of the conditions whose ESS/K < threshold; returns flat indices."""
+    n_c, k = log_w.shape
+    need = _ess_fraction(log_w) < threshold
+    idx = torch.arange(n_c * k).view(n_c, k)
+    if need.any():
+        rows = need.nonzero().squeeze(1)
+        lw = log_w[rows]
+        log_z = log_z.clone()
+        log_z[rows] += torch.logsumexp(lw, dim=1) - math.log(k)
+        cdf = torch.cumsum(torch.softmax(lw, dim=1), dim=1)
+        u = (torch.rand(len(rows), 1, generator=gen, dtype=torch.float64) + torch.arange(k)) / k
+        pick = torch.searchsorted(cdf, u).clamp(max=k - 1)
+        idx[rows] = rows.unsqueeze(1) * k + pick
+        log_w = log_w.clone()
+        log_w[rows] = 0.0
+    return idx.reshape(-1), log_w, log_z
+
+
+def _langevin(general, specialized, y, t, cg, cs, a, b, config, gen):
+    """Unadjusted Langevin steps on the weighted score at level t (Song et al.'s step-size rule)."""
+    var = 1.0 - float(general.schedule.alphas_cumprod[t])
+    for _ in range(config.langevin_steps):
+        score = -(a * general.eps(y, t, cg) + b * specialized.eps(y, t, cs)) / math.sqrt(var)
+        z = torch.randn(y.shape, generator=gen)
+        # Norms averaged over the batch, as in Song et al.: per-sample norms explode near modes.
+        step = 2 * (config.langevin_snr * z.norm(dim=-1).mean() / score.norm(dim=-1).mean().clamp_min(1e-12)) ** 2
+        y = y + step * score + math.sqrt(2 * step) * z
+    return y

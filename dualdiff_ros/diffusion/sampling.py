@@ -1,0 +1,67 @@
+"""Drawing samples from one model: ancestral DDPM or DDIM, for many conditions at once."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .model import DiffusionModel
+from .schedules import ddim_step, ddpm_step
+
+
+@dataclass
+class SamplerConfig:
+    """Which reverse process to run. DDIM with eta > 0 stays stochastic (needed for products)."""
+
+    method: str = "ddpm"       # "ddpm" or "ddim"
+    steps: int = 0             # DDIM inference steps; 0 = all of the schedule's steps
+    eta: float = 1.0           # DDIM stochasticity (0 = deterministic)
+    variance: str = "small"    # DDPM variance: "small" (posterior) or "large" (beta_t)
+    clip: float | None = 1.5   # bound on the predicted clean sample (normalized data lies in [-1, 1])
+
+    def validate(self, num_train_steps: int):
+        if self.method not in ("ddpm", "ddim"):
+            raise ValueError(f"sampler method {self.method!r}: use 'ddpm' or 'ddim'")
+        if not 0 <= self.steps <= num_train_steps:
+            raise ValueError(f"sampler steps={self.steps} must be in 0..{num_train_steps}")
+        if not 0 <= self.eta <= 1:
+            raise ValueError(f"eta={self.eta} must be in [0, 1]")
+
+    def timesteps(self, schedule) -> list[tuple[int, int]]:
+        """(t, t_prev) pairs from noise to data; t_prev = -1 marks the final clean step."""
+        if self.method == "ddpm":
+            ts = list(range(schedule.num_steps - 1, -1, -1))
+        else:
+            ts = schedule.ddim_timesteps(self.steps or schedule.num_steps)
+        return list(zip(ts, ts[1:] + [-1]))
+
+    def step(self, schedule, y, eps, t, t_prev, noise):
+        if self.method == "ddpm":
+            return ddpm_step(schedule, y, eps, t, noise, self.variance, self.clip)
+        return ddim_step(schedule, y, eps, t, t_prev, self.eta, noise, self.clip)
+
+
+def repeat_conditions(model: DiffusionModel, conditions, num_samples: int) -> torch.Tensor:
+    """Normalized conditions, each repeated num_samples times (row-major: condition, sample)."""
+    c = model.normalize_conditions(conditions) if model.condition_dim else torch.zeros(len(conditions), 0)
+    return c.repeat_interleave(num_samples, dim=0)
+
+
+@torch.no_grad()
+def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
+           sampler: SamplerConfig | None = None) -> np.ndarray:
+    """Samples [n_conditions, num_samples, target_dim] in raw (denormalized) units.
+
+    Unconditional models take `conditions` as an [n, 0] array (or any length-n sequence).
+    """
+    sampler = sampler or SamplerConfig()
+    sampler.validate(model.schedule.num_steps)
+    gen = torch.Generator().manual_seed(int(seed))
+    c = repeat_conditions(model, conditions, num_samples)
+    y = torch.randn((len(c), model.target_dim), generator=gen)
+    for t, t_prev in sampler.timesteps(model.schedule):
+        eps = model.eps(y, t, c)
+        y = sampler.step(model.schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen))
+    out = model.target_normalizer.denormalize(y.double().numpy())
+    return out.reshape(len(conditions), num_samples, model.target_dim)

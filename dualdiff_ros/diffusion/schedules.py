@@ -1,0 +1,122 @@
+"""Noise schedules and the single-step DDPM / DDIM updates every sampler is built from.
+
+Timesteps are integers 0..T-1 as in diffusers: index t holds beta_t and the cumulative
+signal factor alpha_bar_t. The step functions take their Gaussian noise as an argument so
+that composed samplers (SMC, correctors) and tests control every random draw.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+SCHEDULES = ("linear", "cosine")
+
+
+class NoiseSchedule:
+    """betas, alphas and cumulative alphas for T steps (float64, on the CPU)."""
+
+    def __init__(self, kind: str = "cosine", num_steps: int = 100,
+                 beta_start: float | None = None, beta_end: float | None = None):
+        if kind not in SCHEDULES:
+            raise ValueError(f"unknown noise schedule {kind!r}: use one of {SCHEDULES}")
+        if not 2 <= int(num_steps) <= 10000:
+            raise ValueError(f"num_steps={num_steps} is out of range: use 2..10000")
+        self.kind = kind
+        self.num_steps = int(num_steps)
+        # Linear betas default to the continuous VP range (0.1, 20) spread over T steps, so
+        # alpha_bar_T ~ 0 for any T. The DDPM paper's 1e-4..0.02 only reaches noise at T ~ 1000
+        # (with T = 100 it leaves alpha_bar_T = 0.37: samples start far from N(0, I)).
+        self.beta_start = float(beta_start) if beta_start is not None else 0.1 / self.num_steps
+        self.beta_end = float(beta_end) if beta_end is not None else 20.0 / self.num_steps
+        if kind == "linear":
+            betas = torch.linspace(self.beta_start, self.beta_end, self.num_steps, dtype=torch.float64)
+        else:
+            betas = _cosine_betas(self.num_steps)
+        self.betas = betas
+        self.alphas = 1.0 - betas
+        self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
+        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "num_steps": self.num_steps,
+                "beta_start": self.beta_start, "beta_end": self.beta_end}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoiseSchedule":
+        return cls(d["kind"], d["num_steps"], d.get("beta_start"), d.get("beta_end"))
+
+    def add_noise(self, y0: torch.Tensor, noise: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Forward process q(y_t | y_0) for integer timesteps t (one per row)."""
+        ab = self.alphas_cumprod.to(y0.dtype)[t].unsqueeze(-1)
+        return ab.sqrt() * y0 + (1 - ab).sqrt() * noise
+
+    def score_from_eps(self, eps: torch.Tensor, t: int) -> torch.Tensor:
+        """Score of the noised marginal, s = -eps / sqrt(1 - alpha_bar_t)."""
+        return -eps / math.sqrt(1.0 - float(self.alphas_cumprod[t]))
+
+    def eps_from_score(self, score: torch.Tensor, t: int) -> torch.Tensor:
+        return -score * math.sqrt(1.0 - float(self.alphas_cumprod[t]))
+
+    def ddim_timesteps(self, num_inference_steps: int) -> list[int]:
+        """Evenly spaced ("leading") timesteps, high to low, as diffusers' DDIMScheduler."""
+        if not 1 <= num_inference_steps <= self.num_steps:
+            raise ValueError(f"num_inference_steps={num_inference_steps} must be in 1..{self.num_steps}")
+        ratio = self.num_steps // num_inference_steps
+        return [i * ratio for i in range(num_inference_steps)][::-1]
+
+
+def _cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:
+    """Nichol & Dhariwal's cosine schedule (diffusers' "squaredcos_cap_v2")."""
+    def f(u):
+        return math.cos((u + 0.008) / 1.008 * math.pi / 2) ** 2
+    betas = [min(1 - f((i + 1) / num_steps) / f(i / num_steps), max_beta) for i in range(num_steps)]
+    return torch.tensor(betas, dtype=torch.float64)
+
+
+def ddpm_step(schedule: NoiseSchedule, y_t: torch.Tensor, eps: torch.Tensor, t: int,
+              noise: torch.Tensor | None, variance: str = "small", clip: float | None = None) -> torch.Tensor:
+    """Ancestral step y_t -> y_{t-1} (Ho et al. eq. 6-7); no noise is added at t = 0.
+
+    Written through the predicted clean sample so that `clip` can bound it (diffusers'
+    clip_sample): with the cosine schedule's first beta ~ 0.999 a slightly wrong eps is
+    otherwise amplified 30x. variance "small" is the posterior variance (diffusers
+    "fixed_small"), "large" is beta_t.
+    """
+    beta = float(schedule.betas[t])
+    ab, ab_prev = float(schedule.alphas_cumprod[t]), float(schedule.alphas_cumprod_prev[t])
+    y0 = predicted_clean(y_t, eps, ab, clip)
+    mean = (math.sqrt(ab_prev) * beta / (1 - ab)) * y0 + (math.sqrt(1 - beta) * (1 - ab_prev) / (1 - ab)) * y_t
+    if t == 0 or noise is None:
+        return mean
+    return mean + math.sqrt(ddpm_variance(schedule, t, variance)) * noise
+
+
+def predicted_clean(y_t: torch.Tensor, eps: torch.Tensor, ab: float, clip: float | None) -> torch.Tensor:
+    y0 = (y_t - math.sqrt(1 - ab) * eps) / math.sqrt(ab)
+    return y0.clamp(-clip, clip) if clip else y0
+
+
+def ddpm_variance(schedule: NoiseSchedule, t: int, variance: str = "small") -> float:
+    beta = float(schedule.betas[t])
+    if variance == "large":
+        return beta
+    if variance != "small":
+        raise ValueError(f"unknown DDPM variance {variance!r}: use 'small' or 'large'")
+    ab, ab_prev = float(schedule.alphas_cumprod[t]), float(schedule.alphas_cumprod_prev[t])
+    return max((1 - ab_prev) / (1 - ab) * beta, 1e-20)
+
+
+def ddim_step(schedule: NoiseSchedule, y_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
+              eta: float, noise: torch.Tensor | None, clip: float | None = None) -> torch.Tensor:
+    """DDIM update from t to t_prev (t_prev < 0 means the clean sample), Song et al. eq. 12."""
+    ab = float(schedule.alphas_cumprod[t])
+    ab_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+    y0 = predicted_clean(y_t, eps, ab, clip)
+    if clip:
+        eps = (y_t - math.sqrt(ab) * y0) / math.sqrt(1 - ab)
+    sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(1 - ab / ab_prev)
+    y_prev = math.sqrt(ab_prev) * y0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+    if sigma > 0 and noise is not None:
+        y_prev = y_prev + sigma * noise
+    return y_prev

@@ -1,0 +1,207 @@
+"""The specialization studies: train general / specialized / fine-tuned models, compare configurations.
+
+`run_study("cabinet" | "round_table" | "overlap", ...)` trains every model for every seed,
+samples each configuration for held-out conditions and writes results.json, results.md and
+plots. Seeds: training data, test conditions and sampling noise come from disjoint streams
+derived from the seed (DATA_STREAMS), so no test condition is ever a training one.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..diffusion.composition import CompositionConfig, compose
+from ..diffusion.model import DiffusionModel
+from ..diffusion.normalizer import Normalizer
+from ..diffusion.proposer import Proposer
+from ..diffusion.sampling import SamplerConfig, sample
+from ..diffusion.schedules import NoiseSchedule
+from ..diffusion.training import TrainConfig, fine_tune, train
+from ..domains import get_domain
+from ..domains.round_table import OVERLAP_SETTINGS
+from . import metrics
+
+DATA_STREAMS = {"general": 1, "specialized": 2, "test": 3, "reference": 4, "sampling": 5}
+STUDIES = ("cabinet", "round_table", "overlap")
+
+
+@dataclass
+class StudySettings:
+    """Full settings follow the thesis; `quick()` shrinks everything for tests."""
+
+    general_size: int = 55_398
+    specialized_size: int = 128
+    test_conditions: int = 1000
+    samples_per_condition: int = 10
+    seeds: tuple = (0, 1, 2)
+    architecture: dict = field(default_factory=lambda: {"name": "mlp", "width": 256, "depth": 4})
+    schedule: dict = field(default_factory=lambda: {"kind": "cosine", "num_steps": 100})
+    general_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=100, batch_size=2048, lr=1e-3, description="general"))
+    specialized_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=1500, batch_size=64, lr=1e-3, step_epochs=150, description="specialized"))
+    fine_tune_train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=200, batch_size=64, lr=3e-4, step_epochs=20, description="fine-tune"))
+    progress: bool = True
+
+    @classmethod
+    def quick(cls) -> "StudySettings":
+        return cls(general_size=4000, specialized_size=64, test_conditions=40, samples_per_condition=8,
+                   seeds=(0,), architecture={"name": "mlp", "width": 64, "depth": 2},
+                   schedule={"kind": "cosine", "num_steps": 30},
+                   general_train=TrainConfig(epochs=4, batch_size=256, lr=2e-3, description="general"),
+                   specialized_train=TrainConfig(epochs=20, batch_size=32, lr=2e-3, description="specialized"),
+                   fine_tune_train=TrainConfig(epochs=5, batch_size=32, lr=5e-4, description="fine-tune"),
+                   progress=False)
+
+
+def configurations() -> dict:
+    """name -> (kind, models, composition). Models are keys of the trained-model dict."""
+    sampler = SamplerConfig()
+    smc = CompositionConfig(method="smc", langevin_steps=1, sampler=sampler)
+    return {
+        "general": ("single", ("general",), None),
+        "specialized": ("single", ("specialized",), None),
+        "fine_tuned": ("single", ("fine_tuned",), None),
+        "joint": ("compose", ("general", "specialized"), CompositionConfig(method="sum", sampler=sampler)),
+        "fine_tuned_joint": ("compose", ("general", "fine_tuned"), CompositionConfig(method="sum", sampler=sampler)),
+        "weighted": ("compose", ("general", "fine_tuned"),
+                     CompositionConfig(method="weighted", weight_general=0.5, weight_specialized=1.5,
+                                       sampler=sampler)),
+        "corrected": ("compose", ("general", "specialized"), smc),
+        "corrected_fine_tuned": ("compose", ("general", "fine_tuned"), smc),
+        "proposer": ("proposer", ("general", "fine_tuned"), smc),
+    }
+
+
+def train_models(domain, settings: StudySettings, seed: int) -> tuple[dict, dict]:
+    """General, specialized (from scratch) and fine-tuned models for one seed, plus loss curves."""
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    general_data = domain.general_dataset(settings.general_size, seed * 100 + DATA_STREAMS["general"])
+    special_data = domain.specialized_dataset(settings.specialized_size, seed * 100 + DATA_STREAMS["specialized"])
+    cond_norm = Normalizer.fit(general_data.conditions)
+    target_norm = Normalizer.fit(general_data.targets)
+    schedule = NoiseSchedule(**settings.schedule)
+    meta = {"domain": domain.name}
+
+    def fresh(role):
+        return DiffusionModel.create(settings.architecture, schedule, target_norm, cond_norm, {**meta, "role": role})
+
+    def cfg(base: TrainConfig, offset: int):
+        return replace(base, seed=seed * 100 + offset, progress=settings.progress)
+
+    general = fresh("general")
+    curves = {"general": train(general, general_data.conditions, general_data.targets,
+                               cfg(settings.general_train, 11)).losses}
+    specialized = fresh("specialized")
+    curves["specialized"] = train(specialized, special_data.conditions, special_data.targets,
+                                  cfg(settings.specialized_train, 12)).losses
+    tuned, result = fine_tune(general, special_data.conditions, special_data.targets, cfg(settings.fine_tune_train, 13))
+    tuned.metadata["role"] = "specialized"
+    curves["fine_tuned"] = result.losses
+    return {"general": general, "specialized": specialized, "fine_tuned": tuned}, curves
+
+
+def evaluate_configuration(name, spec, models, domain, conditions, reference_local, k, seed) -> tuple[dict, np.ndarray]:
+    kind, keys, composition = spec
+    start = time.perf_counter()
+    extra = {}
+    if kind == "single":
+        samples = sample(models[keys[0]], conditions, k, seed)
+        extra["model_evaluations"] = models[keys[0]].schedule.num_steps
+    elif kind == "compose":
+        comp = compose(models[keys[0]], models[keys[1]], conditions, k, composition, seed)
+        samples = comp.samples
+        extra.update(model_evaluations=comp.model_evaluations, ess_fraction=float(comp.ess_fraction.mean()),
+                     log_overlap=float(np.median(comp.log_overlap)), score_cosine=float(comp.score_cosine.mean()))
+    else:
+        proposer = Proposer(composition=composition)
+        out = [proposer.propose(models[keys[0]], models[keys[1]], c, k, "joint", seed + i)
+               for i, c in enumerate(conditions)]
+        samples = np.stack([p.targets for p in out])
+        extra["fallback_rate"] = float(np.mean([p.mode_used != "joint" for p in out]))
+    seconds = time.perf_counter() - start
+    precision, recall = metrics.precision_recall(reference_local, metrics.local_samples(domain, conditions, samples))
+    row = {"configuration": name, "accuracy": metrics.accuracy(domain, conditions, samples),
+           "out_of_range_distance": metrics.out_of_range_distance(domain, conditions, samples),
+           "precision": precision, "recall": recall,
+           "ms_per_condition": 1000 * seconds / len(conditions), **extra}
+    return row, samples
+
+
+def run_domain(domain, settings: StudySettings, output: Path, only: list | None = None) -> list[dict]:
+    rows, configs = [], configurations()
+    if only:
+        configs = {k: v for k, v in configs.items() if k in only}
+    for seed in settings.seeds:
+        models, curves = train_models(domain, settings, seed)
+        rng = np.random.default_rng(seed * 100 + DATA_STREAMS["test"])
+        conditions = domain.sample_conditions(settings.test_conditions, rng)
+        ref_rng = np.random.default_rng(seed * 100 + DATA_STREAMS["reference"])
+        ref_c = np.repeat(conditions, settings.samples_per_condition, axis=0)
+        reference_local = domain.local_frame(ref_c, domain.sample_specialized_targets(ref_c, ref_rng))
+        scatter = {}
+        for name, spec in configs.items():
+            row, samples = evaluate_configuration(name, spec, models, domain, conditions, reference_local,
+                                                  settings.samples_per_condition,
+                                                  seed * 100 + DATA_STREAMS["sampling"])
+            rows.append({"domain": domain.name, "seed": seed, **row})
+            scatter[name] = samples
+        if seed == settings.seeds[0]:
+            from . import plots
+            plots.configuration_scatter(domain, conditions[0], models, configs, output / f"{domain.name}_scatter.png")
+            plots.loss_curves(curves, output / f"{domain.name}_loss.png")
+    return rows
+
+
+def summarize(rows: list[dict], keys=("accuracy", "recall", "precision", "out_of_range_distance",
+                                      "ms_per_condition")) -> list[dict]:
+    """Mean and sd over seeds for each (domain, configuration)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["domain"], r["configuration"]), []).append(r)
+    out = []
+    for (dom, conf), rs in groups.items():
+        entry = {"domain": dom, "configuration": conf, "seeds": len(rs)}
+        for key in keys + ("fallback_rate", "log_overlap", "ess_fraction", "score_cosine", "model_evaluations"):
+            vals = [r[key] for r in rs if key in r and r[key] is not None and not np.isnan(r[key])]
+            if vals:
+                entry[key] = (float(np.mean(vals)), float(np.std(vals)))
+        out.append(entry)
+    return out
+
+
+def markdown_table(summary: list[dict]) -> str:
+    cols = ["accuracy", "recall", "precision", "out_of_range_distance", "ms_per_condition", "fallback_rate",
+            "log_overlap", "model_evaluations"]
+    lines = ["| domain | configuration | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
+    for e in summary:
+        cells = [f"{e[c][0]:.3f} ± {e[c][1]:.3f}" if c in e else "" for c in cols]
+        lines.append(f"| {e['domain']} | {e['configuration']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_study(study: str, output: str | Path, settings: StudySettings | None = None,
+              only: list | None = None) -> dict:
+    if study not in STUDIES:
+        raise ValueError(f"unknown study {study!r}: use one of {STUDIES}")
+    settings = settings or StudySettings()
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    domains = ([get_domain(f"overlap_{s}") for s in OVERLAP_SETTINGS] if study == "overlap"
+               else [get_domain(study)])
+    start, rows = time.time(), []
+    for domain in domains:
+        rows += run_domain(domain, settings, output, only)
+    summary = summarize(rows)
+    settings_dict = asdict(settings)
+    result = {"study": study, "settings": settings_dict, "rows": rows, "summary": summary,
+              "seconds": round(time.time() - start, 1)}
+    (output / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    (output / "results.md").write_text(f"# {study}\n\n" + markdown_table(summary))
+    return result
