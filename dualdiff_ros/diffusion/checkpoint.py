@@ -53,6 +53,7 @@ def save_checkpoint(model: DiffusionModel, path: str | os.PathLike) -> str:
         "target_normalizer": model.target_normalizer.to_dict(),
         "condition_normalizer": (model.condition_normalizer.to_dict()
                                  if model.condition_normalizer is not None else None),
+        "relative_targets": model.relative_targets,
         "metadata": model.metadata,
         "weights_sha256": digest,
     }
@@ -102,13 +103,14 @@ def load_checkpoint(path: str | os.PathLike) -> DiffusionModel:
         raise CheckpointError(f"checkpoint {path} weights do not match their recorded SHA-256: "
                               "the file was altered or damaged; retrain or restore it")
     cond = header["condition_normalizer"]
-    model = DiffusionModel.create(header["architecture"], NoiseSchedule.from_dict(header["schedule"]),
-                                  Normalizer.from_dict(header["target_normalizer"]),
-                                  Normalizer.from_dict(cond) if cond is not None else None,
-                                  header["metadata"])
     try:
+        model = DiffusionModel.create(header["architecture"], NoiseSchedule.from_dict(header["schedule"]),
+                                      Normalizer.from_dict(header["target_normalizer"]),
+                                      Normalizer.from_dict(cond) if cond is not None else None,
+                                      header["metadata"], bool(header.get("relative_targets", False)))
         model.denoiser.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise CheckpointError(f"checkpoint {path} weights do not fit its architecture: {err}") from err
+    except (KeyError, TypeError, ValueError, RuntimeError) as err:
+        raise CheckpointError(f"checkpoint {path} does not describe a model this version can build "
+                              f"({err}); retrain it with `dualdiff train`") from err
     model.denoiser.eval()
     return model

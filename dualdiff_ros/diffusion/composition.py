@@ -38,6 +38,7 @@ class CompositionConfig:
     langevin_steps: int = 0              # ULA corrector steps per noise level (0 = none)
     langevin_snr: float = 0.1            # corrector step size, Song et al.'s signal-to-noise rule
     langevin_min_t_fraction: float = 0.2  # correct only at levels t >= this fraction of T
+    general_min_t_fraction: float = 0.0  # below this fraction of T the specialized model refines alone
     max_weight_beta: float = 0.1         # skip FK weights of larger-beta steps: near-pure noise, where
                                          # one coarse step (cosine: up to 0.999) would blow the weights up
 
@@ -74,6 +75,9 @@ def check_compatible(general: DiffusionModel, specialized: DiffusionModel):
     if general.target_normalizer.to_dict() != specialized.target_normalizer.to_dict():
         raise ValueError("general and specialized models use different target normalizers; train the "
                          "specialized model with the general data's normalizer")
+    if general.relative_targets != specialized.relative_targets:
+        raise ValueError("one model learns targets relative to the condition and the other does not; "
+                         "train the specialized model from the general prior's settings")
     if general.condition_dim != specialized.condition_dim:
         raise ValueError(f"condition sizes differ: general {general.condition_dim}, "
                          f"specialized {specialized.condition_dim}")
@@ -99,30 +103,34 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
     log_z = torch.full((n_c,), _log_z_prior(a, b, d), dtype=torch.float64)
     ess_min = torch.ones(n_c, dtype=torch.float64)
     cos_sum, steps, evals = torch.zeros(n_c, dtype=torch.float64), 0, 0
+    a_full = a
     for t, t_prev in config.sampler.timesteps(schedule):
+        a = a_full if t >= config.general_min_t_fraction * schedule.num_steps else 0.0
         ab = float(schedule.alphas_cumprod[t])
         ab_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
-        eg, es = general.eps(y, t, cg), specialized.eps(y, t, cs)
-        evals += 2
-        cos_sum += torch.nn.functional.cosine_similarity(eg, es, dim=-1, eps=1e-12).double().view(n_c, k).mean(1)
-        steps += 1
+        es = specialized.eps(y, t, cs)
+        eg = general.eps(y, t, cg) if a else torch.zeros_like(es)  # skipped where the specialist refines alone
+        evals += 2 if a else 1
+        if a:
+            cos_sum += torch.nn.functional.cosine_similarity(eg, es, dim=-1, eps=1e-12).double().view(n_c, k).mean(1)
+            steps += 1
         beta = 1.0 - ab / ab_prev
-        if beta <= config.max_weight_beta:
+        if a and beta <= config.max_weight_beta:
             log_w += beta * (_fk_increment(eg, es, ab, a, b).view(n_c, k) - (a + b - 1) * d / 2)
         ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
         if config.method == "smc":
             idx, log_w, log_z = _maybe_resample(log_w, log_z, config.resample_threshold, gen)
-            y, eg, es, cg, cs = y[idx], eg[idx], es[idx], cg[idx], cs[idx]
+            y, eg, es = y[idx], eg[idx], es[idx]
         y = config.sampler.step(schedule, y, a * eg + b * es, t, t_prev, torch.randn(y.shape, generator=gen))
-        if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps:
+        if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps and a:
             y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
             evals += 2 * config.langevin_steps
     log_z = log_z + torch.logsumexp(log_w, dim=1) - math.log(k)
     if config.method == "smc":
         idx, log_w, _ = _maybe_resample(log_w, log_z, 1.0 + 1e-9, gen)
         y = y[idx]
-    samples = general.target_normalizer.denormalize(y.double().numpy()).reshape(n_c, k, d)
-    return Composition(samples, ess_min.numpy(), log_z.numpy(), (cos_sum / steps).numpy(), evals)
+    samples = general.decode_targets(np.repeat(np.asarray(conditions), k, axis=0), y).reshape(n_c, k, d)
+    return Composition(samples, ess_min.numpy(), log_z.numpy(), (cos_sum / max(steps, 1)).numpy(), evals)
 
 
 def _fk_increment(eg, es, ab, a, b):
@@ -145,7 +153,7 @@ def _fk_increment(eg, es, ab, a, b):
 
 
 def _log_z_prior(a: float, b: float, d: int) -> float:
-    """log of the integral of N(0,I)^a N(0,I)^b: where the overlap estimate starts at t = T."""
+    """Log of the integral of N(0,I)^a N(0,I)^b: where the overlap estimate starts at t = T."""
     return d * (1 - a - b) / 2 * math.log(2 * math.pi) - d / 2 * math.log(a + b)
 
 

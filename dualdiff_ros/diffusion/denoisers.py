@@ -131,13 +131,16 @@ class DualExpertDenoiser(nn.Module):
         g = self.gate(h)
         eps = g * self.expert1(h) + (1 - g) * self.expert2(h)
         self.last_gate = g.detach()
-        self._last_eps = eps
+        # Kept only for the next auxiliary_loss() call, which takes it: a held non-leaf tensor
+        # would make the module impossible to deepcopy (EMA copy, clone, fine-tuning).
+        self._last_eps = eps if self.diversity_weight > 0 and torch.is_grad_enabled() else None
         return eps
 
     def auxiliary_loss(self) -> torch.Tensor:
-        if self.diversity_weight == 0 or self._last_eps is None:
+        eps, self._last_eps = self._last_eps, None
+        if self.diversity_weight == 0 or eps is None:
             return torch.zeros(())
-        return -self.diversity_weight * torch.pdist(self._last_eps).mean()
+        return -self.diversity_weight * torch.pdist(eps).mean()
 
 
 ARCHITECTURES = {"mlp": ConditionalMLP, "resmlp": ResidualMLP, "dual_expert": DualExpertDenoiser}

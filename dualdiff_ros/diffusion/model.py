@@ -1,4 +1,10 @@
-"""A trained diffusion model: denoiser + schedule + the normalizers it was trained with."""
+"""A trained diffusion model: denoiser + schedule + the normalizers it was trained with.
+
+With `relative_targets` the model learns targets relative to the condition's first
+target_dim numbers (the object's or the furniture's position): y_model = y - c[:d]. The
+network then never has to learn the translation, only the shape of the answer around
+the thing it is conditioned on (the thesis's robot data used object-frame offsets too).
+"""
 from __future__ import annotations
 
 import copy
@@ -23,17 +29,25 @@ class DiffusionModel:
     target_normalizer: Normalizer
     architecture: dict
     metadata: dict = field(default_factory=dict)
+    relative_targets: bool = False
 
     @classmethod
     def create(cls, architecture: dict, schedule: NoiseSchedule, target_normalizer: Normalizer,
-               condition_normalizer: Normalizer | None, metadata: dict | None = None) -> "DiffusionModel":
-        """Fresh, untrained model; `architecture` is {"name": ..., **options}."""
+               condition_normalizer: Normalizer | None, metadata: dict | None = None,
+               relative_targets: bool = False) -> "DiffusionModel":
+        """Fresh, untrained model; `architecture` is {"name": ..., **options}.
+
+        With relative_targets, `target_normalizer` must be fitted on relative targets
+        (see `model_space_targets`).
+        """
         options = {k: v for k, v in architecture.items() if k != "name"}
         cond_dim = condition_normalizer.dim if condition_normalizer is not None else 0
+        if relative_targets and cond_dim < target_normalizer.dim:
+            raise ValueError("relative targets need a condition at least as long as the target")
         denoiser = build_denoiser(architecture["name"], target_normalizer.dim, cond_dim,
                                   num_steps=schedule.num_steps, **options)
         return cls(denoiser, schedule, condition_normalizer, target_normalizer, dict(architecture),
-                   dict(metadata or {}))
+                   dict(metadata or {}), relative_targets)
 
     @property
     def target_dim(self) -> int:
@@ -45,7 +59,20 @@ class DiffusionModel:
 
     def clone(self) -> "DiffusionModel":
         return DiffusionModel(copy.deepcopy(self.denoiser), self.schedule, self.condition_normalizer,
-                              self.target_normalizer, dict(self.architecture), copy.deepcopy(self.metadata))
+                              self.target_normalizer, dict(self.architecture), copy.deepcopy(self.metadata),
+                              self.relative_targets)
+
+    def encode_targets(self, conditions, targets) -> torch.Tensor:
+        """Raw targets -> normalized model-space float32 tensor."""
+        y = model_space_targets(conditions, targets, self.relative_targets)
+        return torch.as_tensor(self.target_normalizer.normalize(y), dtype=torch.float32)
+
+    def decode_targets(self, conditions, y: torch.Tensor) -> np.ndarray:
+        """Normalized model-space samples [n, d] -> raw targets (conditions: one row per sample)."""
+        out = self.target_normalizer.denormalize(y.double().numpy())
+        if self.relative_targets:
+            out = out + np.asarray(conditions, dtype=np.float64)[:, : self.target_dim]
+        return out
 
     def normalize_conditions(self, conditions) -> torch.Tensor:
         """Raw conditions [n, cond_dim] (numpy or tensor) -> normalized float32 tensor."""
@@ -61,3 +88,11 @@ class DiffusionModel:
         """Noise prediction at integer step t for a batch (normalized space)."""
         tt = torch.full((len(y_t),), t, dtype=torch.long)
         return self.denoiser(y_t, tt, c_norm)
+
+
+def model_space_targets(conditions, targets, relative: bool) -> np.ndarray:
+    """Targets as the model sees them (before normalization): raw, or minus the condition's position."""
+    targets = np.asarray(targets, dtype=np.float64)
+    if not relative:
+        return targets
+    return targets - np.asarray(conditions, dtype=np.float64)[:, : targets.shape[1]]

@@ -94,7 +94,7 @@ class Proposer:
         """
         gen = torch.Generator().manual_seed(int(seed) + 1)
         first = models[0]
-        y0 = torch.as_tensor(first.target_normalizer.normalize(targets), dtype=torch.float32)
+        y0 = first.encode_targets(np.repeat(condition, len(targets), axis=0), targets)
         t = max(1, int(self.score_step_fraction * first.schedule.num_steps))
         noise = torch.randn(y0.shape, generator=gen)
         y_t = first.schedule.add_noise(y0, noise, torch.full((len(y0),), t))
@@ -106,5 +106,5 @@ class Proposer:
 
 
 def expected_log_overlap_scale(target_dim: int, spread: float) -> float:
-    """log of the integral of N(0, s^2 I)^2: the overlap of two identical experts of spread s."""
+    """Log of the integral of N(0, s^2 I)^2: the overlap of two identical experts of spread s."""
     return -0.5 * target_dim * math.log(4 * math.pi * spread**2)

@@ -63,5 +63,5 @@ def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
     for t, t_prev in sampler.timesteps(model.schedule):
         eps = model.eps(y, t, c)
         y = sampler.step(model.schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen))
-    out = model.target_normalizer.denormalize(y.double().numpy())
+    out = model.decode_targets(np.repeat(np.asarray(conditions), num_samples, axis=0), y)
     return out.reshape(len(conditions), num_samples, model.target_dim)

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .lora import add_lora, merge_lora
 from .model import DiffusionModel
 
 
@@ -65,15 +66,18 @@ def data_digest(conditions: np.ndarray | None, targets: np.ndarray) -> str:
 
 
 def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndarray,
-          config: TrainConfig) -> TrainResult:
-    """Train `model` in place; its denoiser ends holding the EMA weights."""
+          config: TrainConfig, on_step=None) -> TrainResult:
+    """Train `model` in place; its denoiser ends holding the EMA weights.
+
+    `on_step(step, total, loss)` is called every epoch (progress for a ROS topic).
+    """
     config.validate()
     targets = np.asarray(targets, dtype=np.float64)
     if targets.ndim != 2 or targets.shape[1] != model.target_dim or len(targets) == 0:
         raise ValueError(f"targets must be [n>0, {model.target_dim}], got {targets.shape}")
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
-    y_all = torch.as_tensor(model.target_normalizer.normalize(targets), dtype=torch.float32)
+    y_all = model.encode_targets(conditions, targets)
     if model.condition_dim:
         c_all = model.normalize_conditions(conditions)
     else:
@@ -85,7 +89,8 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
     net = model.denoiser
     net.train()
     ema = copy.deepcopy(net).eval()
-    opt = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
+                            weight_decay=config.weight_decay)
     sched = _lr_scheduler(opt, config, total, steps_per_epoch)
     T = model.schedule.num_steps
     result = TrainResult(data_sha256=data_digest(conditions if model.condition_dim else None, targets))
@@ -108,40 +113,56 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(net.parameters(), config.grad_clip)
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], config.grad_clip)
         opt.step()
         sched.step()
         if step % config.ema_every == 0:
-            _ema_update(ema, net, config.ema_decay)
+            # Warm-up (as diffusers' EMAModel): early averages must not drag in the initial
+            # weights, which for a fine-tune are the general prior's.
+            updates = step // config.ema_every
+            _ema_update(ema, net, min(config.ema_decay, (1 + updates) / (10 + updates)))
         window.append(loss.item())
         if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
             result.losses.append(float(np.mean(window)))
             window = []
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+            if on_step is not None:
+                on_step(step + 1, total, result.losses[-1])
     net.load_state_dict(ema.state_dict())
     net.eval()
     result.steps = total
     result.seconds = time.perf_counter() - start
     model.metadata.setdefault("training", []).append(
         {**asdict(config), "data_sha256": result.data_sha256, "num_examples": n,
-         "final_loss": result.losses[-1], "seconds": round(result.seconds, 2)})
+         "final_loss": result.losses[-1], "seconds": round(result.seconds, 2),
+         "losses": [round(v, 6) for v in result.losses]})
     model.metadata["data_sha256"] = result.data_sha256
     return result
 
 
-def fine_tune(general: DiffusionModel, conditions, targets, config: TrainConfig) -> tuple[DiffusionModel, TrainResult]:
-    """A copy of `general` trained further on new data (few steps, lower LR); `general` is untouched."""
+def fine_tune(general: DiffusionModel, conditions, targets, config: TrainConfig,
+              on_step=None, lora_rank: int = 0) -> tuple[DiffusionModel, TrainResult]:
+    """A copy of `general` trained further on new data (few steps, lower LR); `general` is untouched.
+
+    lora_rank > 0 trains only low-rank updates of each linear layer (merged afterwards).
+    """
     tuned = general.clone()
     tuned.metadata = {k: v for k, v in general.metadata.items() if k not in ("version", "training")}
     tuned.metadata["fine_tuned_from"] = general.metadata.get("version", "")
-    return tuned, train(tuned, conditions, targets, config)
+    if lora_rank:
+        add_lora(tuned.denoiser, lora_rank, float(lora_rank))
+    result = train(tuned, conditions, targets, config, on_step)
+    if lora_rank:
+        merge_lora(tuned.denoiser)
+        tuned.metadata["lora_rank"] = lora_rank
+    return tuned, result
 
 
 @torch.no_grad()
 def evaluation_loss(model: DiffusionModel, conditions, targets, seed: int = 0, repeats: int = 4) -> float:
     """Held-out eps-MSE with fixed noise and timesteps, comparable across models."""
     gen = torch.Generator().manual_seed(seed)
-    y0 = torch.as_tensor(model.target_normalizer.normalize(np.asarray(targets)), dtype=torch.float32)
+    y0 = model.encode_targets(conditions, targets)
     c = model.normalize_conditions(conditions) if model.condition_dim else torch.zeros(len(y0), 0)
     total = 0.0
     for _ in range(repeats):

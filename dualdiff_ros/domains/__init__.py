@@ -15,3 +15,6 @@ def get_domain(name: str):
         return overlap_domain(name[len("overlap_"):])
     raise ValueError(f"unknown domain {name!r}: use cabinet, round_table or overlap_<"
                      f"{'|'.join(OVERLAP_SETTINGS)}>")
+
+# What the placement service serves: domain -> (state size, target size).
+SERVED_DOMAINS = {"cabinet": (3, 3), "round_table": (3, 3), "navigate_to": (10, 2)}

@@ -1,4 +1,4 @@
-"""Cabinet (thesis §4.1.1): where are the plates, given where the cabinet is?
+"""Cabinet (thesis §4.1.1): where are the plates, given where the cabinet is.
 
 Condition: cabinet corner (x, y, z) uniform in (-4,-4,0)..(6,6,3). General plates lie
 uniformly in the box (x-1, y-1, z)..(x+1, y+1, z+1); this home keeps them in the

@@ -1,4 +1,4 @@
-"""Round table (thesis §4.1.1) and the overlap family (§4.1.5): where on the table?
+"""Round table (thesis §4.1.1) and the overlap family (§4.1.5): where on the table.
 
 Condition: the table location (x, y, z), same range as the cabinet. Objects lie uniformly
 on a horizontal disc centred `height` above the table location: radius 3 in general, a

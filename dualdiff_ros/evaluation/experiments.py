@@ -9,21 +9,18 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..diffusion.composition import CompositionConfig, compose
-from ..diffusion.model import DiffusionModel
-from ..diffusion.normalizer import Normalizer
 from ..diffusion.proposer import Proposer
 from ..diffusion.sampling import SamplerConfig, sample
-from ..diffusion.schedules import NoiseSchedule
-from ..diffusion.training import TrainConfig, fine_tune, train
+from ..diffusion.training import TrainConfig
 from ..domains import get_domain
 from ..domains.round_table import OVERLAP_SETTINGS
+from ..model_store import Recipe, train_general, train_specialized
 from . import metrics
 
 DATA_STREAMS = {"general": 1, "specialized": 2, "test": 3, "reference": 4, "sampling": 5}
@@ -32,39 +29,33 @@ STUDIES = ("cabinet", "round_table", "overlap")
 
 @dataclass
 class StudySettings:
-    """Full settings follow the thesis; `quick()` shrinks everything for tests."""
+    """Full settings follow the thesis (the Recipe's defaults); `quick()` shrinks everything for tests."""
 
     general_size: int = 55_398
     specialized_size: int = 128
     test_conditions: int = 1000
     samples_per_condition: int = 10
     seeds: tuple = (0, 1, 2)
-    architecture: dict = field(default_factory=lambda: {"name": "mlp", "width": 256, "depth": 4})
-    schedule: dict = field(default_factory=lambda: {"kind": "cosine", "num_steps": 100})
-    general_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=100, batch_size=2048, lr=1e-3, description="general"))
-    specialized_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=1500, batch_size=64, lr=1e-3, step_epochs=150, description="specialized"))
-    fine_tune_train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=200, batch_size=64, lr=3e-4, step_epochs=20, description="fine-tune"))
+    recipe: Recipe = field(default_factory=Recipe)
     progress: bool = True
 
     @classmethod
     def quick(cls) -> "StudySettings":
+        recipe = Recipe(architecture={"name": "mlp", "width": 64, "depth": 2},
+                        schedule={"kind": "cosine", "num_steps": 30},
+                        general=TrainConfig(epochs=4, batch_size=256, lr=2e-3, description="general"),
+                        specialized=TrainConfig(epochs=20, batch_size=32, lr=2e-3, description="specialized"),
+                        fine_tune=TrainConfig(epochs=5, batch_size=32, lr=5e-4, description="fine-tune"))
         return cls(general_size=4000, specialized_size=64, test_conditions=40, samples_per_condition=8,
-                   seeds=(0,), architecture={"name": "mlp", "width": 64, "depth": 2},
-                   schedule={"kind": "cosine", "num_steps": 30},
-                   general_train=TrainConfig(epochs=4, batch_size=256, lr=2e-3, description="general"),
-                   specialized_train=TrainConfig(epochs=20, batch_size=32, lr=2e-3, description="specialized"),
-                   fine_tune_train=TrainConfig(epochs=5, batch_size=32, lr=5e-4, description="fine-tune"),
-                   progress=False)
+                   seeds=(0,), recipe=recipe, progress=False)
 
 
 def configurations() -> dict:
-    """name -> (kind, models, composition). Models are keys of the trained-model dict."""
+    """Name -> (kind, models, composition). Models are keys of the trained-model dict."""
     sampler = SamplerConfig()
     smc = CompositionConfig(method="smc", langevin_steps=1, sampler=sampler)
     return {
+        "oracle": ("oracle", (), None),
         "general": ("single", ("general",), None),
         "specialized": ("single", ("specialized",), None),
         "fine_tuned": ("single", ("fine_tuned",), None),
@@ -81,37 +72,28 @@ def configurations() -> dict:
 
 def train_models(domain, settings: StudySettings, seed: int) -> tuple[dict, dict]:
     """General, specialized (from scratch) and fine-tuned models for one seed, plus loss curves."""
-    torch.set_num_threads(max(1, torch.get_num_threads()))
     general_data = domain.general_dataset(settings.general_size, seed * 100 + DATA_STREAMS["general"])
-    special_data = domain.specialized_dataset(settings.specialized_size, seed * 100 + DATA_STREAMS["specialized"])
-    cond_norm = Normalizer.fit(general_data.conditions)
-    target_norm = Normalizer.fit(general_data.targets)
-    schedule = NoiseSchedule(**settings.schedule)
-    meta = {"domain": domain.name}
-
-    def fresh(role):
-        return DiffusionModel.create(settings.architecture, schedule, target_norm, cond_norm, {**meta, "role": role})
-
-    def cfg(base: TrainConfig, offset: int):
-        return replace(base, seed=seed * 100 + offset, progress=settings.progress)
-
-    general = fresh("general")
-    curves = {"general": train(general, general_data.conditions, general_data.targets,
-                               cfg(settings.general_train, 11)).losses}
-    specialized = fresh("specialized")
-    curves["specialized"] = train(specialized, special_data.conditions, special_data.targets,
-                                  cfg(settings.specialized_train, 12)).losses
-    tuned, result = fine_tune(general, special_data.conditions, special_data.targets, cfg(settings.fine_tune_train, 13))
-    tuned.metadata["role"] = "specialized"
-    curves["fine_tuned"] = result.losses
-    return {"general": general, "specialized": specialized, "fine_tuned": tuned}, curves
+    special = domain.specialized_dataset(settings.specialized_size, seed * 100 + DATA_STREAMS["specialized"])
+    recipe, progress = settings.recipe, settings.progress
+    general = train_general(domain.name, general_data.conditions, general_data.targets, recipe,
+                            seed * 100 + 11, progress)
+    models = {"general": general}
+    for name, method, offset in (("specialized", "scratch", 12), ("fine_tuned", "fine_tune", 13)):
+        models[name] = train_specialized(general, special.conditions, special.targets, recipe, method,
+                                         seed=seed * 100 + offset, progress=progress)
+    curves = {name: m.metadata["training"][-1]["losses"] for name, m in models.items()}
+    return models, curves
 
 
 def evaluate_configuration(name, spec, models, domain, conditions, reference_local, k, seed) -> tuple[dict, np.ndarray]:
     kind, keys, composition = spec
     start = time.perf_counter()
     extra = {}
-    if kind == "single":
+    if kind == "oracle":
+        rng = np.random.default_rng(seed)
+        samples = domain.sample_specialized_targets(np.repeat(conditions, k, axis=0), rng).reshape(
+            len(conditions), k, -1)
+    elif kind == "single":
         samples = sample(models[keys[0]], conditions, k, seed)
         extra["model_evaluations"] = models[keys[0]].schedule.num_steps
     elif kind == "compose":
@@ -126,10 +108,11 @@ def evaluate_configuration(name, spec, models, domain, conditions, reference_loc
         samples = np.stack([p.targets for p in out])
         extra["fallback_rate"] = float(np.mean([p.mode_used != "joint" for p in out]))
     seconds = time.perf_counter() - start
-    precision, recall = metrics.precision_recall(reference_local, metrics.local_samples(domain, conditions, samples))
+    local = metrics.local_samples(domain, conditions, samples)
+    precision, recall = metrics.precision_recall(reference_local, local)
     row = {"configuration": name, "accuracy": metrics.accuracy(domain, conditions, samples),
            "out_of_range_distance": metrics.out_of_range_distance(domain, conditions, samples),
-           "precision": precision, "recall": recall,
+           "coverage": metrics.coverage(reference_local, local), "precision": precision, "recall": recall,
            "ms_per_condition": 1000 * seconds / len(conditions), **extra}
     return row, samples
 
@@ -159,7 +142,7 @@ def run_domain(domain, settings: StudySettings, output: Path, only: list | None 
     return rows
 
 
-def summarize(rows: list[dict], keys=("accuracy", "recall", "precision", "out_of_range_distance",
+def summarize(rows: list[dict], keys=("accuracy", "coverage", "recall", "precision", "out_of_range_distance",
                                       "ms_per_condition")) -> list[dict]:
     """Mean and sd over seeds for each (domain, configuration)."""
     groups: dict = {}
@@ -177,7 +160,7 @@ def summarize(rows: list[dict], keys=("accuracy", "recall", "precision", "out_of
 
 
 def markdown_table(summary: list[dict]) -> str:
-    cols = ["accuracy", "recall", "precision", "out_of_range_distance", "ms_per_condition", "fallback_rate",
+    cols = ["accuracy", "coverage", "recall", "precision", "out_of_range_distance", "ms_per_condition", "fallback_rate",
             "log_overlap", "model_evaluations"]
     lines = ["| domain | configuration | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     for e in summary:

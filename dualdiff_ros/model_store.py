@@ -1,0 +1,103 @@
+"""Where models live on disk, and the training recipes that fill it (no ROS here).
+
+Layout under one root folder:
+    <root>/<domain>/general.safetensors
+    <root>/<domain>/specialized.safetensors            (task "")
+    <root>/<domain>/specialized-<task>.safetensors     (a named task)
+A specialized model always shares its general prior's normalizers and schedule, so the
+two can be composed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .diffusion.checkpoint import load_checkpoint, save_checkpoint
+from .diffusion.model import DiffusionModel, model_space_targets
+from .diffusion.normalizer import Normalizer
+from .diffusion.schedules import NoiseSchedule
+from .diffusion.training import TrainConfig, fine_tune, train
+
+_TASK = re.compile(r"^[A-Za-z0-9_\-]{0,64}$")
+SPECIALIZATION_METHODS = ("fine_tune", "scratch")
+
+
+def check_task(task: str) -> str:
+    if not _TASK.match(task or ""):
+        raise ValueError(f"task {task!r} must be letters, digits, '_' or '-' (at most 64)")
+    return task or ""
+
+
+@dataclass(frozen=True)
+class ModelStore:
+    root: Path
+
+    def __post_init__(self):
+        object.__setattr__(self, "root", Path(self.root).expanduser())
+
+    def general_path(self, domain: str) -> Path:
+        return self.root / domain / "general.safetensors"
+
+    def specialized_path(self, domain: str, task: str = "") -> Path:
+        task = check_task(task)
+        return self.root / domain / (f"specialized-{task}.safetensors" if task else "specialized.safetensors")
+
+    def load_general(self, domain: str) -> DiffusionModel:
+        return load_checkpoint(self.general_path(domain))
+
+    def load_specialized(self, domain: str, task: str = "") -> DiffusionModel:
+        return load_checkpoint(self.specialized_path(domain, task))
+
+
+@dataclass
+class Recipe:
+    """Model size and training settings for one domain's general and specialized models."""
+
+    architecture: dict = field(default_factory=lambda: {"name": "mlp", "width": 256, "depth": 4})
+    schedule: dict = field(default_factory=lambda: {"kind": "cosine", "num_steps": 100})
+    relative_targets: bool = True
+    general: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=100, batch_size=2048, lr=1e-3, description="general"))
+    specialized: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=1500, batch_size=64, lr=1e-3, step_epochs=150, description="specialized"))
+    fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(
+        epochs=200, batch_size=64, lr=3e-4, step_epochs=20, description="fine-tune"))
+
+
+def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,
+                  seed: int = 0, progress: bool = True) -> DiffusionModel:
+    """A general prior; its normalizers are fitted here and inherited by every specialization."""
+    local = model_space_targets(conditions, targets, recipe.relative_targets)
+    model = DiffusionModel.create(recipe.architecture, NoiseSchedule(**recipe.schedule),
+                                  Normalizer.fit(local), Normalizer.fit(conditions),
+                                  {"domain": domain, "role": "general"}, recipe.relative_targets)
+    train(model, conditions, targets, replace(recipe.general, seed=seed, progress=progress))
+    return model
+
+
+def train_specialized(general: DiffusionModel, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,
+                      method: str = "fine_tune", task: str = "", seed: int = 0,
+                      progress: bool = True, on_step=None) -> DiffusionModel:
+    """Specialize on the robot's own observations: fine-tune the prior, or train from scratch."""
+    if method not in SPECIALIZATION_METHODS:
+        raise ValueError(f"method {method!r}: use one of {SPECIALIZATION_METHODS}")
+    conditions = np.asarray(conditions, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if method == "fine_tune":
+        model, _ = fine_tune(general, conditions, targets,
+                             replace(recipe.fine_tune, seed=seed, progress=progress), on_step=on_step)
+    else:
+        model = DiffusionModel.create(general.architecture, general.schedule, general.target_normalizer,
+                                      general.condition_normalizer, {}, general.relative_targets)
+        train(model, conditions, targets, replace(recipe.specialized, seed=seed, progress=progress),
+              on_step=on_step)
+    model.metadata.update(domain=general.metadata.get("domain", ""), role="specialized", task=task,
+                          method=method, general_version=general.metadata.get("version", ""))
+    return model
+
+
+def save(model: DiffusionModel, path: Path) -> str:
+    return save_checkpoint(model, path)
