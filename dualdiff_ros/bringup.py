@@ -1,0 +1,150 @@
+"""All dualdiff nodes in one process and one executor: `ros2 launch` for machines without ROS installed.
+
+    dualdiff_bringup --config config/bringup.yaml [--model-dir DIR] [--nodes general_prior_node ...]
+
+Each node takes its parameters from the YAML section named after it (`node_name: ros__parameters:`,
+the same file launch/dualdiff.launch.py passes); `--model-dir` overrides every node's model_dir.
+SIGINT / SIGTERM stop it cleanly (exit code 0).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+from pathlib import Path
+
+import rclpy
+import yaml
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.parameter import Parameter
+
+from .nodes.general_prior_node import GeneralPriorNode
+from .nodes.placement_proposal_node import PlacementProposalNode
+from .nodes.simulator_node import SimulatorNode
+from .nodes.specialized_model_node import SpecializedModelNode
+
+# Start order: announcers first, so the proposal node finds their latched models at once.
+NODE_CLASSES = {
+    "general_prior_node": GeneralPriorNode,
+    "specialized_model_node": SpecializedModelNode,
+    "placement_proposal_node": PlacementProposalNode,
+    "simulator_node": SimulatorNode,
+}
+
+
+def default_config() -> Path:
+    """config/bringup.yaml of a source checkout, else the installed share/dualdiff_ros/config copy."""
+    for candidate in (Path(__file__).resolve().parent.parent / "config" / "bringup.yaml",
+                      Path(sys.prefix) / "share" / "dualdiff_ros" / "config" / "bringup.yaml"):
+        if candidate.is_file():
+            return candidate
+    return candidate
+
+
+def _flatten(prefix: str, values: dict) -> dict:
+    out = {}
+    for key, value in values.items():
+        name = f"{prefix}.{key}" if prefix else str(key)
+        out.update(_flatten(name, value) if isinstance(value, dict) else {name: value})
+    return out
+
+
+def node_parameters(config: str | Path | None, node_name: str, overrides: dict | None = None) -> list[Parameter]:
+    """One node's parameters from a ROS parameter file (`/**` first, then its own section), then `overrides`.
+
+    Nested YAML maps become dotted names (`composition: {method: smc}` -> `composition.method`), as in ROS.
+    """
+    values = {}
+    if config is not None:
+        with open(config) as f:
+            document = yaml.safe_load(f) or {}
+        for section in ("/**", node_name):
+            if section in document:
+                body = document[section]
+                if not isinstance(body, dict) or "ros__parameters" not in body:
+                    raise ValueError(f"{config}: section {section!r} has no ros__parameters")
+                values.update(_flatten("", body["ros__parameters"] or {}))
+    values.update(overrides or {})
+    return [Parameter(name, value=value) for name, value in values.items()]
+
+
+def start_nodes(context=None, config: str | Path | None = None, model_dir: str | None = None,
+                nodes=tuple(NODE_CLASSES), overrides: dict[str, dict] | None = None, num_threads: int | None = None):
+    """Create the named nodes on `context` with their YAML parameters; (executor, nodes) not yet spinning.
+
+    `overrides` maps a node name to {parameter: value}, applied last (tests use it for tiny settings).
+    """
+    unknown = [n for n in nodes if n not in NODE_CLASSES]
+    if unknown:
+        raise ValueError(f"unknown node {unknown[0]!r}: choose from {', '.join(NODE_CLASSES)}")
+    # Enough threads that a long simulator evaluation, an inference and a training request never
+    # starve the parameter services and timers (threads are cheap; most of them wait).
+    executor = MultiThreadedExecutor(num_threads=num_threads or max(8, os.cpu_count() or 1), context=context)
+    started = []
+    try:
+        for name in (n for n in NODE_CLASSES if n in nodes):
+            extra = dict((overrides or {}).get(name, {}))
+            if model_dir is not None:
+                extra["model_dir"] = str(model_dir)
+            params = node_parameters(config, name, extra)
+            node = NODE_CLASSES[name](context=context, parameter_overrides=params)
+            for p in params:
+                if not node.has_parameter(p.name):
+                    node.get_logger().warning(f"{config}: {name} has no parameter {p.name!r} (ignored)")
+            executor.add_node(node)
+            started.append(node)
+    except BaseException:
+        for node in started:
+            node.destroy_node()
+        executor.shutdown()
+        raise
+    return executor, started
+
+
+def stop_nodes(executor, nodes) -> None:
+    """Stop spinning, then destroy every node (one that is already destroyed is skipped)."""
+    executor.shutdown()
+    for node in reversed(nodes):
+        try:
+            node.destroy_node()
+        except Exception as err:  # keep destroying the others
+            rclpy.logging.get_logger("dualdiff_bringup").debug(f"{node.get_name()}: {err!r}")
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="dualdiff_bringup", description=__doc__.split("\n")[0])
+    ap.add_argument("--config", default=str(default_config()), help="ROS parameter file (default: %(default)s)")
+    ap.add_argument("--model-dir", help="model folder for every node (overrides the config's model_dir)")
+    ap.add_argument("--nodes", nargs="+", default=list(NODE_CLASSES), choices=list(NODE_CLASSES),
+                    help="which nodes to start (default: all)")
+    args, ros_args = ap.parse_known_args(argv)
+    if not Path(args.config).is_file():
+        ap.error(f"config {args.config} does not exist")
+    # rclpy's handlers shut the context down (the executor wakes and returns), then call the handler
+    # that was there before: for SIGTERM that must not be the default one, which kills the process.
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    rclpy.init(args=[sys.argv[0], *ros_args])
+    executor, nodes = None, []
+    try:
+        executor, nodes = start_nodes(None, args.config, args.model_dir, args.nodes)
+        log = rclpy.logging.get_logger("dualdiff_bringup")
+        log.info(f"started {', '.join(n.get_name() for n in nodes)} from {args.config}")
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        # A signal between the executor's "context ok?" check and its wait-set creation surfaces as
+        # RCLError ("context is not valid"): a stop like any other, once the context is down.
+        if rclpy.ok():
+            raise
+    finally:
+        if executor is not None:
+            stop_nodes(executor, nodes)
+        rclpy.try_shutdown()
+    rclpy.logging.get_logger("dualdiff_bringup").info("stopped")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

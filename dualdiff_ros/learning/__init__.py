@@ -1,0 +1,4 @@
+"""Learning on the robot: the durable store of observed outcomes (pure python, no ROS)."""
+from .observations import ObservationStore
+
+__all__ = ["ObservationStore"]

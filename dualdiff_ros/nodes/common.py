@@ -1,0 +1,136 @@
+"""Glue shared by the dualdiff nodes: topic names, QoS, parameter declaration, model announcements."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from ..domains import SERVED_DOMAINS
+
+MODEL_INFO_TOPIC = "/dualdiff/model_info"
+TRAINING_PROGRESS_TOPIC = "/dualdiff/training_progress"
+OBSERVATIONS_TOPIC = "/dualdiff/observations"
+PROPOSE_SERVICE = "/dualdiff/propose_placements"
+TRAIN_SERVICE = "/dualdiff/train_specialized"
+PROPOSAL_MARKERS_TOPIC = "/dualdiff/proposal_markers"
+SCENE_MARKERS_TOPIC = "/dualdiff/scene_markers"
+DIAGNOSTICS_TOPIC = "/diagnostics"
+
+# Latched announcements: every model a node announced stays there for late joiners.
+# 64 > (served domains x tasks) on any robot we know of, and covers a few reloads.
+MODEL_INFO_DEPTH = 64
+TRAIN_HINT = "create it with `dualdiff train` (see `dualdiff train --help`)"
+
+
+def latched_qos(depth: int = MODEL_INFO_DEPTH) -> QoSProfile:
+    """Transient-local + reliable: a subscriber that starts later still gets the last `depth` messages."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth, reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+
+_TYPES = {bool: ParameterType.PARAMETER_BOOL, int: ParameterType.PARAMETER_INTEGER,
+          float: ParameterType.PARAMETER_DOUBLE, str: ParameterType.PARAMETER_STRING}
+
+
+def declare(node, name: str, default, description: str, *, int_range: tuple[int, int] | None = None,
+            float_range: tuple[float, float] | None = None, read_only: bool = False, choices=None):
+    """Declare one parameter with its description and range, so `ros2 param describe` explains it."""
+    text = description + (f" One of {', '.join(map(repr, choices))}." if choices else "")
+    descriptor = ParameterDescriptor(name=name, description=text, read_only=read_only)
+    if isinstance(default, list):
+        descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
+    else:
+        descriptor.type = _TYPES[type(default)]
+    if int_range is not None:
+        descriptor.integer_range = [IntegerRange(from_value=int_range[0], to_value=int_range[1], step=1)]
+    if float_range is not None:
+        descriptor.floating_point_range = [FloatingPointRange(from_value=float(float_range[0]),
+                                                              to_value=float(float_range[1]), step=0.0)]
+    return node.declare_parameter(name, default, descriptor)
+
+
+def check_choice(name: str, value, choices) -> str | None:
+    """None when `value` is allowed, else the reason (for an on-set-parameters callback)."""
+    return None if value in choices else f"{name}={value!r}: use one of {', '.join(map(repr, choices))}"
+
+
+def check_choices(params, choices: dict):
+    """An on-set-parameters result refusing any parameter in `choices` ({name: allowed}) set to another value."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    for p in params:
+        if p.name in choices:
+            reason = check_choice(p.name, p.value, choices[p.name])
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+    return SetParametersResult(successful=True)
+
+
+def check_domains(domains) -> str | None:
+    unknown = [d for d in domains if d not in SERVED_DOMAINS]
+    if unknown:
+        return f"unknown domain {unknown[0]!r}: served domains are {', '.join(SERVED_DOMAINS)}"
+    return None
+
+
+def check_vector(name: str, values, size: int) -> str | None:
+    """None when `values` has `size` finite numbers, else a message naming the problem and the fix."""
+    if len(values) != size:
+        return f"{name} has {len(values)} numbers, this domain needs {size}"
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            return f"{name}[{i}] is {v}: every number must be finite (check the perception output)"
+    return None
+
+
+def model_info(msg_type, role: str, domain: str, task: str, path: Path, header: dict):
+    """A ModelInfo announcement from a checkpoint's header."""
+    meta = header.get("metadata", {})
+    summary = {"architecture": header.get("architecture"), "schedule": header.get("schedule"), **meta}
+    summary.pop("training", None)  # the full training log stays in the file; keep the message small
+    return msg_type(role=role, domain=domain, task=task, version=str(meta.get("version", "")),
+                    checkpoint_path=str(path), metadata_json=json.dumps(summary, default=str))
+
+
+def specialized_checkpoints(model_dir: Path, domains) -> list[tuple[str, str, Path]]:
+    """(domain, task, path) of every specialized checkpoint under `model_dir` (ModelStore layout)."""
+    found = []
+    for domain in domains:
+        for path in sorted((Path(model_dir).expanduser() / domain).glob("specialized*.safetensors")):
+            stem = path.name[: -len(".safetensors")]
+            task = stem[len("specialized-"):] if stem.startswith("specialized-") else ""
+            if stem == "specialized" or task:
+                found.append((domain, task, path))
+    return found
+
+
+def spin_node(node_class, args=None) -> int:
+    """Run one node until Ctrl-C / SIGTERM: the body of every node's `main()`."""
+    import signal
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    # rclpy's SIGTERM handler shuts the context down, then calls the previous handler: keep that
+    # one harmless (the default would kill the process before the nodes are destroyed).
+    signal.signal(signal.SIGTERM, lambda *_: None)
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = node_class()
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        if rclpy.ok():  # else: a signal raced the executor's wait-set creation (RCLError)
+            raise
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

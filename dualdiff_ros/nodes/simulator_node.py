@@ -1,0 +1,212 @@
+"""Simulator node: the PyBullet household (dualdiff_ros.sim) as ROS services, plus the scene for RViz.
+
+Dataset generation and evaluation can take minutes, so both run in their own callback group:
+parameters, the scene topic and the rest of the executor stay responsive meanwhile.
+Evaluation scores the navigate_to models in model_dir (joint, general, specialized) or the
+uniform-ring baseline on held-out navigate-to-ball states.
+"""
+from __future__ import annotations
+
+import json
+import math
+import secrets
+import threading
+from pathlib import Path
+
+import numpy as np
+from dualdiff_interfaces.srv import EvaluateProposals, GenerateDataset
+from geometry_msgs.msg import Quaternion
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from std_msgs.msg import ColorRGBA
+from visualization_msgs.msg import Marker, MarkerArray
+
+from .. import sim
+from ..diffusion.checkpoint import CheckpointError
+from ..diffusion.composition import METHODS as COMPOSITION_METHODS
+from ..diffusion.composition import CompositionConfig
+from ..diffusion.proposer import MODES, Proposer
+from ..diffusion.sampling import SamplerConfig
+from ..model_store import ModelStore
+from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
+from .common import SCENE_MARKERS_TOPIC, TRAIN_HINT, check_choices, declare, latched_qos, spin_node
+
+NODE_NAME = "simulator_node"
+DOMAIN = "navigate_to"
+EVALUATION_MODES = (*MODES, "ring")
+CHOICES = {"composition.method": COMPOSITION_METHODS, "sampler.method": ("ddpm", "ddim")}
+HELD_OUT_SEED = 1  # the specialized (ball) data's seed; held-out tasks follow its training tasks
+
+
+class SimulatorNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        declare(self, "model_dir", "~/.dualdiff/models", "ModelStore folder with the navigate_to models.")
+        declare(self, "data_dir", "~/.dualdiff/data", "Where generated datasets go when no path is given.")
+        declare(self, "held_out_path", "", "Saved NavigateData (.npz) of held-out states to evaluate on; "
+                "empty = navigate-to-ball tasks generated after the specialized training tasks.")
+        declare(self, "task", "", "Specialized model task name (ModelStore) used for evaluation.")
+        declare(self, "workers", 1, "Processes for dataset generation.", int_range=(1, 64))
+        declare(self, "composition.method", "smc", "How the experts are composed in joint mode.",
+                choices=CHOICES["composition.method"])
+        declare(self, "sampler.method", "ddpm", "Reverse process.", choices=CHOICES["sampler.method"])
+        declare(self, "sampler.steps", 0, "DDIM steps (0 = all of the schedule's).", int_range=(0, 10000))
+        declare(self, "scene_seed", 0, "Seed of the scene shown on /dualdiff/scene_markers.", int_range=(0, 2**31 - 1))
+        declare(self, "scene_task", 0, "Task index of the scene shown.", int_range=(0, 1_000_000))
+        declare(self, "marker_frame", "map", "frame_id of the scene markers.")
+        self._held_out = None
+        self._held_out_lock = threading.Lock()
+        work = MutuallyExclusiveCallbackGroup()  # one long job at a time; everything else stays free
+        self.create_service(GenerateDataset, "~/generate_dataset", self._on_generate, callback_group=work)
+        self.create_service(EvaluateProposals, "~/evaluate_proposals", self._on_evaluate, callback_group=work)
+        self.scene_publisher = self.create_publisher(MarkerArray, SCENE_MARKERS_TOPIC, latched_qos(1))
+        self.add_on_set_parameters_callback(lambda params: check_choices(params, CHOICES))
+        self.add_post_set_parameters_callback(self._parameters_changed)
+        self.publish_scene()
+
+    def _parameters_changed(self, params) -> None:
+        if any(p.name in ("scene_seed", "scene_task", "marker_frame") for p in params):
+            self.publish_scene()
+        if any(p.name == "held_out_path" for p in params):
+            with self._held_out_lock:
+                self._held_out = None
+
+    # ---- datasets ----------------------------------------------------------------------------
+    def _on_generate(self, request, response):
+        codes = GenerateDataset.Response
+        if request.split not in ("general", "specialized"):
+            response.result = codes.RESULT_INVALID_REQUEST
+            response.message = f"unknown split {request.split!r}: use 'general' or 'specialized'"
+            return response
+        if not 1 <= request.num_tasks <= 100_000:
+            response.result = codes.RESULT_INVALID_REQUEST
+            response.message = f"num_tasks {request.num_tasks} is outside 1..100000"
+            return response
+        path = Path(request.output_path or Path(self.get_parameter("data_dir").value)
+                    / f"navigate_{request.split}_seed{request.seed}_tasks{request.num_tasks}.npz").expanduser()
+        workers = self.get_parameter("workers").value
+        self.get_logger().info(f"generating {request.split} data: {request.num_tasks} tasks, seed {request.seed}")
+        try:
+            if request.split == "general":
+                data = sim.general_dataset(request.num_tasks, request.seed, progress=False, workers=workers)
+            else:
+                data = sim.generate(request.seed, sim.ball_task_indices(0, request.num_tasks),
+                                    sim.SPECIALIZED_TYPES, workers=workers, name="specialized_train")
+            path = data.save(path)
+        except Exception as err:  # report, stay up
+            response.result, response.message = codes.RESULT_INTERNAL_ERROR, f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"dataset generation failed: {err!r}")
+            return response
+        response.result, response.num_points, response.path = codes.RESULT_OK, len(data), str(path)
+        response.message = f"{len(data)} points from {data.meta.get('n_states', '?')} states"
+        self.get_logger().info(f"wrote {path}: {response.message}")
+        return response
+
+    # ---- evaluation --------------------------------------------------------------------------
+    def _on_evaluate(self, request, response):
+        codes = EvaluateProposals.Response
+        problem = self._check_evaluation(request)
+        if problem:
+            response.result, response.message = codes.RESULT_INVALID_REQUEST, problem
+            return response
+        try:
+            propose_fn = self._proposer_for(request.mode)
+        except (CheckpointError, OSError) as err:
+            response.result = codes.RESULT_MODEL_UNAVAILABLE
+            response.message = f"{request.mode} needs the navigate_to models: {err}"
+            return response
+        try:
+            held_out = self._held_out_states(request.num_states)
+            report = sim.evaluate_proposer(propose_fn, held_out, request.samples_per_state,
+                                           seed=request.seed or secrets.randbelow(2**31))
+        except Exception as err:  # report, stay up
+            response.result, response.message = codes.RESULT_INTERNAL_ERROR, f"{type(err).__name__}: {err}"
+            self.get_logger().error(f"evaluation failed: {err!r}")
+            return response
+        response.result = codes.RESULT_OK
+        response.validity_rate = report["validity"]
+        response.mean_samples_to_first_valid = report["samples_to_first_valid"]
+        response.spread = report["spread"]
+        response.ms_per_query = report["ms_per_query"]
+        response.report_json = json.dumps({"mode": request.mode, **report})
+        response.message = f"{report['n_states']} states, validity {report['validity']:.3f}"
+        self.get_logger().info(f"evaluated {request.mode}: {response.message}")
+        return response
+
+    @staticmethod
+    def _check_evaluation(request) -> str | None:
+        if request.mode not in EVALUATION_MODES:
+            return f"unknown mode {request.mode!r}: use one of {', '.join(EVALUATION_MODES)}"
+        if not 1 <= request.num_states <= 1000:
+            return f"num_states {request.num_states} is outside 1..1000"
+        if not 1 <= request.samples_per_state <= 4096:
+            return f"samples_per_state {request.samples_per_state} is outside 1..4096"
+        return None
+
+    def _proposer_for(self, mode: str):
+        """propose_fn(states [n, 10], k, rng) -> [n, k, 2] for the harness; loads the models now."""
+        if mode == "ring":
+            return sim.ring_proposer
+        store = ModelStore(self.get_parameter("model_dir").value)
+        task = self.get_parameter("task").value
+        if not store.general_path(DOMAIN).exists() and mode != "specialized":
+            raise CheckpointError(f"{store.general_path(DOMAIN)} does not exist; {TRAIN_HINT}")
+        general = store.load_general(DOMAIN) if mode != "specialized" else None
+        specialized = store.load_specialized(DOMAIN, task) if mode != "general" else None
+        sampler = SamplerConfig(method=self.get_parameter("sampler.method").value,
+                                steps=self.get_parameter("sampler.steps").value)
+        proposer = Proposer(CompositionConfig(method=self.get_parameter("composition.method").value,
+                                              sampler=sampler), sampler)
+
+        def propose(states, k, rng):
+            return np.stack([proposer.propose(general, specialized, s, k, mode,
+                                              int(rng.integers(1, 2**31))).targets for s in states])
+        return propose
+
+    def _held_out_states(self, n: int):
+        """The first `n` held-out states: from held_out_path, or generated (and cached) ball tasks."""
+        with self._held_out_lock:
+            if self._held_out is None or len(self._held_out) < n:
+                path = self.get_parameter("held_out_path").value
+                if path:
+                    self._held_out = sim.held_out_states(sim.NavigateData.load(Path(path).expanduser()))
+                else:
+                    self._held_out = self._generate_held_out(n)
+            return self._held_out.head(n)
+
+    def _generate_held_out(self, n: int):
+        tasks = max(2, math.ceil(n / 1.5))  # about two ball states per ball task
+        while True:
+            data = sim.generate(HELD_OUT_SEED, sim.ball_task_indices(FULL_SPECIALIZED_TRAIN_TASKS, tasks),
+                                sim.SPECIALIZED_TYPES, name="held_out")
+            held_out = sim.held_out_states(data)
+            if len(held_out) >= n:
+                return held_out
+            tasks *= 2
+
+    # ---- the scene ---------------------------------------------------------------------------
+    def publish_scene(self) -> None:
+        """Walls grey, clutter brown, the task's objects blue (items) and green (receptacle)."""
+        scene = sim.generate_scene(self.get_parameter("scene_seed").value, self.get_parameter("scene_task").value)
+        frame, stamp = self.get_parameter("marker_frame").value, self.get_clock().now().to_msg()
+        clear = Marker(action=Marker.DELETEALL)
+        clear.header.frame_id, clear.header.stamp = frame, stamp
+        markers = [clear]
+        items = len(scene.object_kinds) - 1
+        parts = [("walls", scene.walls, [ColorRGBA(r=0.6, g=0.6, b=0.6, a=1.0)] * len(scene.walls)),
+                 ("clutter", scene.obstacles, [ColorRGBA(r=0.55, g=0.35, b=0.2, a=1.0)] * len(scene.obstacles)),
+                 ("objects", scene.object_rects, [ColorRGBA(r=0.2, g=0.4, b=1.0, a=1.0)] * items
+                  + [ColorRGBA(r=0.2, g=0.8, b=0.3, a=1.0)])]
+        for ns, rects, colors in parts:
+            for i, (rect, color) in enumerate(zip(rects, colors)):
+                m = Marker(ns=ns, id=i, type=Marker.CUBE, action=Marker.ADD, color=color)
+                m.header.frame_id, m.header.stamp = frame, stamp
+                m.pose.position.x, m.pose.position.y, m.pose.position.z = float(rect[0]), float(rect[1]), 0.5
+                m.pose.orientation = Quaternion(z=math.sin(rect[4] / 2), w=math.cos(rect[4] / 2))
+                m.scale.x, m.scale.y, m.scale.z = float(rect[2]), float(rect[3]), 1.0
+                markers.append(m)
+        self.scene_publisher.publish(MarkerArray(markers=markers))
+
+
+def main(args=None) -> int:
+    return spin_node(SimulatorNode, args)

@@ -1,0 +1,290 @@
+"""Specialized model node: keeps the robot's observations and retrains the specialized model from them.
+
+Observations are acknowledged only once durable (ObservationStore). Training runs in one
+background thread, never in a callback: /dualdiff/train_specialized answers at once with a
+job id, progress goes to /dualdiff/training_progress, and the new checkpoint, written
+atomically, is announced on the latched /dualdiff/model_info for the proposal node to load.
+"""
+from __future__ import annotations
+
+import sqlite3
+import threading
+import uuid
+from collections import Counter
+from dataclasses import dataclass, replace
+
+from dualdiff_interfaces.msg import ModelInfo, TrainingProgress
+from dualdiff_interfaces.srv import RecordObservation, TrainSpecialized
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.node import Node
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+
+from ..diffusion.checkpoint import CheckpointError, read_header
+from ..domains import SERVED_DOMAINS
+from ..learning import ObservationStore
+from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, check_task, save, train_specialized
+from .common import (
+    MODEL_INFO_TOPIC,
+    OBSERVATIONS_TOPIC,
+    TRAIN_HINT,
+    TRAIN_SERVICE,
+    TRAINING_PROGRESS_TOPIC,
+    check_choices,
+    check_vector,
+    declare,
+    latched_qos,
+    model_info,
+    specialized_checkpoints,
+    spin_node,
+)
+
+try:  # added with this node; an interfaces build that predates it still serves the services
+    from dualdiff_interfaces.msg import Observation
+except ImportError:  # pragma: no cover - depends on the installed interfaces
+    Observation = None
+
+NODE_NAME = "specialized_model_node"
+
+
+class _Stopped(Exception):
+    """The node is shutting down: abandon the training job."""
+
+
+@dataclass
+class Job:
+    job_id: str
+    domain: str
+    task: str
+    method: str
+    step: int = 0
+    total: int = 0
+
+
+class SpecializedModelNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__(NODE_NAME, **kwargs)
+        self._declare_parameters()
+        self.models = ModelStore(self.get_parameter("model_dir").value)
+        self.store = ObservationStore(self.get_parameter("db_path").value)
+        self.job: Job | None = None
+        self._job_lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._new_observations: Counter = Counter()  # (domain, task) -> recorded since the last training
+        self.add_on_set_parameters_callback(self._check_parameters)
+
+        self.model_info_publisher = self.create_publisher(ModelInfo, MODEL_INFO_TOPIC, latched_qos())
+        self.progress_publisher = self.create_publisher(
+            TrainingProgress, TRAINING_PROGRESS_TOPIC, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+        record_group, train_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
+        self.create_service(RecordObservation, "~/record_observation", self._on_record, callback_group=record_group)
+        if Observation is not None:
+            self.create_subscription(Observation, OBSERVATIONS_TOPIC, self._on_observation, 100,
+                                     callback_group=record_group)
+        else:
+            self.get_logger().warning(f"dualdiff_interfaces has no msg/Observation: {OBSERVATIONS_TOPIC} is off "
+                                      "(rebuild the interfaces: make setup)")
+        self.create_service(TrainSpecialized, TRAIN_SERVICE, self._on_train, callback_group=train_group)
+        for domain, task, n in self.store.summary():
+            self.get_logger().info(f"{n} observations stored for {domain}" + (f"/{task}" if task else ""))
+        self._announce_existing()
+
+    def _declare_parameters(self) -> None:
+        declare(self, "model_dir", "~/.dualdiff/models",
+                "ModelStore folder: reads <domain>/general.safetensors, writes <domain>/specialized*.safetensors.",
+                read_only=True)
+        declare(self, "db_path", "~/.dualdiff/observations.sqlite", "SQLite file of the observations.",
+                read_only=True)
+        declare(self, "retrain_every", 20, "Retrain in the background after this many new observations of a "
+                "domain/task (0 = only when /dualdiff/train_specialized is called).", int_range=(0, 1_000_000))
+        declare(self, "method", "fine_tune", "How to specialize when a request leaves the method empty.",
+                choices=SPECIALIZATION_METHODS)
+        declare(self, "min_observations", 8, "Fewest stored observations a training job accepts.",
+                int_range=(1, 1_000_000))
+        declare(self, "fine_tune_epochs", 0, "Fine-tuning epochs (0 = the recipe's default).",
+                int_range=(0, 1_000_000))
+        declare(self, "scratch_epochs", 0, "Epochs of training from scratch (0 = the recipe's default).",
+                int_range=(0, 1_000_000))
+        declare(self, "batch_size", 0, "Training batch size (0 = the recipe's default).", int_range=(0, 65536))
+        declare(self, "seed", 0, "Training seed: the same observations and seed give the same model.",
+                int_range=(0, 2**31 - 1))
+
+    def _check_parameters(self, params) -> SetParametersResult:
+        return check_choices(params, {"method": SPECIALIZATION_METHODS})
+
+    def _announce_existing(self) -> None:
+        for domain, task, path in specialized_checkpoints(self.models.root, SERVED_DOMAINS):
+            try:
+                header = read_header(path)
+            except CheckpointError as err:
+                self.get_logger().error(f"not announcing {path}: {err}")
+                continue
+            msg = model_info(ModelInfo, "specialized", domain, task, path, header)
+            self.model_info_publisher.publish(msg)
+            self.get_logger().info(f"specialized model {domain}{'/' + task if task else ''}: "
+                                   f"version {msg.version} at {path}")
+
+    # ---- observations ------------------------------------------------------------------------
+    def _check_observation(self, domain: str, task: str, state, target) -> str | None:
+        if domain not in SERVED_DOMAINS:
+            return f"unknown domain {domain!r}: use one of {', '.join(SERVED_DOMAINS)}"
+        try:
+            check_task(task)
+        except ValueError as err:
+            return str(err)
+        state_size, target_size = SERVED_DOMAINS[domain]
+        return check_vector("state", state, state_size) or check_vector("target", target, target_size)
+
+    def _record(self, domain: str, task: str, state, target) -> tuple[int, int]:
+        """Store durably; (id, total for this domain/task). May start a background retrain."""
+        oid = self.store.add(domain, task, list(state), list(target))
+        total = self.store.count(domain, task)
+        self._new_observations[(domain, task)] += 1
+        self._maybe_retrain(domain, task, total)
+        return oid, total
+
+    def _on_record(self, request, response):
+        problem = self._check_observation(request.domain, request.task, request.state, request.target)
+        if problem:
+            response.result, response.message = RecordObservation.Response.RESULT_INVALID_REQUEST, problem
+            return response
+        try:
+            response.observation_id, response.observations_total = self._record(
+                request.domain, request.task, request.state, request.target)
+        except (sqlite3.Error, OSError, ValueError) as err:
+            response.result = RecordObservation.Response.RESULT_INTERNAL_ERROR
+            response.message = f"not stored: {err} (check db_path {self.store.path})"
+            self.get_logger().error(response.message)
+            return response
+        response.result = RecordObservation.Response.RESULT_OK
+        return response
+
+    def _on_observation(self, msg) -> None:
+        problem = self._check_observation(msg.domain, msg.task, msg.state, msg.target)
+        if problem:
+            self.get_logger().warning(f"dropped observation on {OBSERVATIONS_TOPIC}: {problem}")
+            return
+        try:
+            self._record(msg.domain, msg.task, msg.state, msg.target)
+        except (sqlite3.Error, OSError, ValueError) as err:
+            self.get_logger().error(f"observation on {OBSERVATIONS_TOPIC} not stored: {err}")
+
+    def _maybe_retrain(self, domain: str, task: str, total: int) -> None:
+        every = self.get_parameter("retrain_every").value
+        if not every or self._new_observations[(domain, task)] < every:
+            return
+        if total < self.get_parameter("min_observations").value:
+            return
+        job, _ = self._start(domain, task, "")
+        if job is not None:
+            self.get_logger().info(f"{every} new observations of {domain}: retraining in the background")
+
+    # ---- training ----------------------------------------------------------------------------
+    def _on_train(self, request, response):
+        codes = TrainSpecialized.Response
+        problem = self._check_training(request.domain, request.task, request.method)
+        if problem:
+            response.result, response.message = codes.RESULT_INVALID_REQUEST, problem
+            return response
+        job, busy = self._start(request.domain, request.task, request.method)
+        if job is None:
+            response.result, response.message = codes.RESULT_BUSY, busy
+            return response
+        response.result, response.job_id = codes.RESULT_OK, job.job_id
+        response.message = f"training started; progress on {TRAINING_PROGRESS_TOPIC}"
+        return response
+
+    def _check_training(self, domain: str, task: str, method: str) -> str | None:
+        if domain not in SERVED_DOMAINS:
+            return f"unknown domain {domain!r}: use one of {', '.join(SERVED_DOMAINS)}"
+        try:
+            check_task(task)
+        except ValueError as err:
+            return str(err)
+        if method and method not in SPECIALIZATION_METHODS:
+            return (f"unknown method {method!r}: use '' (the node's default) or one of "
+                    f"{', '.join(SPECIALIZATION_METHODS)}")
+        have, need = self.store.count(domain, task), self.get_parameter("min_observations").value
+        if have < need:
+            return (f"only {have} observations stored for {domain}{'/' + task if task else ''}: record at least "
+                    f"{need} (parameter min_observations) with {self.get_name()}/record_observation first")
+        try:
+            read_header(self.models.general_path(domain))
+        except CheckpointError as err:
+            return f"the specialized model starts from the general prior, which is not usable: {err}; {TRAIN_HINT}"
+        return None
+
+    def _start(self, domain: str, task: str, method: str) -> tuple[Job | None, str]:
+        """(the job started in the background, "") or (None, why not: another job is running)."""
+        with self._job_lock:
+            if self.job is not None:
+                j = self.job
+                return None, f"job {j.job_id} ({j.domain}) is running, step {j.step}/{j.total}: try again when it ends"
+            method = method or self.get_parameter("method").value
+            job = Job(f"{domain}{'-' + task if task else ''}-{uuid.uuid4().hex[:8]}", domain, task, method)
+            self.job = job
+            self._new_observations[(domain, task)] = 0
+            self._thread = threading.Thread(target=self._run, args=(job,), name=f"train-{job.job_id}", daemon=True)
+            self._thread.start()
+        return job, ""
+
+    def _recipe(self) -> Recipe:
+        recipe, batch = Recipe(), self.get_parameter("batch_size").value
+        fine_tune_epochs, scratch_epochs = (self.get_parameter(p).value for p in ("fine_tune_epochs", "scratch_epochs"))
+        recipe.fine_tune = replace(recipe.fine_tune, epochs=fine_tune_epochs or recipe.fine_tune.epochs,
+                                   batch_size=batch or recipe.fine_tune.batch_size)
+        recipe.specialized = replace(recipe.specialized, epochs=scratch_epochs or recipe.specialized.epochs,
+                                     batch_size=batch or recipe.specialized.batch_size)
+        return recipe
+
+    def _run(self, job: Job) -> None:
+        """The training thread: the only place this node touches torch."""
+        log = self.get_logger()
+        label = f"{job.domain}{'/' + job.task if job.task else ''}"
+        try:
+            states, targets = self.store.fetch(job.domain, job.task)
+            self._progress(job, "running", 0.0, f"{len(states)} observations, method {job.method}")
+            log.info(f"job {job.job_id}: {job.method} on {len(states)} observations of {label}")
+            general = self.models.load_general(job.domain)
+            model = train_specialized(general, states, targets, self._recipe(), job.method, job.task,
+                                      seed=self.get_parameter("seed").value, progress=False,
+                                      on_step=lambda step, total, loss: self._on_step(job, step, total, loss))
+            path = self.models.specialized_path(job.domain, job.task)
+            version = save(model, path)
+            msg = model_info(ModelInfo, "specialized", job.domain, job.task, path, read_header(path))
+            self.model_info_publisher.publish(msg)
+            self._progress(job, "succeeded", float("nan"), f"version {version} saved to {path}")
+            log.info(f"job {job.job_id}: specialized model {label} version {version} saved to {path}")
+        except _Stopped:
+            log.info(f"job {job.job_id}: abandoned, the node is shutting down")
+        except Exception as err:  # report on the topic; the node stays up
+            self._progress(job, "failed", float("nan"), f"{type(err).__name__}: {err}")
+            log.error(f"job {job.job_id} failed: {err!r}")
+        finally:
+            with self._job_lock:
+                self.job = None
+
+    def _on_step(self, job: Job, step: int, total: int, loss: float) -> None:
+        if self._stopping.is_set():
+            raise _Stopped()
+        job.step, job.total = step, total
+        self._progress(job, "running", loss)
+
+    def _progress(self, job: Job, state: str, loss: float, message: str = "") -> None:
+        if self._stopping.is_set():
+            return
+        self.progress_publisher.publish(TrainingProgress(
+            job_id=job.job_id, domain=job.domain, task=job.task, state=state, step=job.step,
+            total_steps=job.total, loss=float(loss), message=message))
+
+    def destroy_node(self):
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self.store.close()
+        return super().destroy_node()
+
+
+def main(args=None) -> int:
+    return spin_node(SpecializedModelNode, args)
