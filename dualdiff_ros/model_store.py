@@ -18,6 +18,7 @@ import numpy as np
 from .diffusion.checkpoint import load_checkpoint, save_checkpoint
 from .diffusion.model import DiffusionModel, model_space_targets
 from .diffusion.normalizer import Normalizer
+from .diffusion.proposer import calibrate_plausibility
 from .diffusion.schedules import NoiseSchedule
 from .diffusion.training import TrainConfig, fine_tune, train
 
@@ -57,14 +58,14 @@ class Recipe:
     """Model size and training settings for one domain's general and specialized models."""
 
     architecture: dict = field(default_factory=lambda: {"name": "mlp", "width": 256, "depth": 4})
-    schedule: dict = field(default_factory=lambda: {"kind": "cosine", "num_steps": 100})
+    schedule: dict = field(default_factory=lambda: {"kind": "linear", "num_steps": 100})
     relative_targets: bool = True
     general: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=100, batch_size=2048, lr=1e-3, description="general"))
     specialized: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=1500, batch_size=64, lr=1e-3, step_epochs=150, description="specialized"))
     fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=200, batch_size=64, lr=3e-4, step_epochs=20, description="fine-tune"))
+        epochs=600, batch_size=64, lr=3e-4, step_epochs=60, description="fine-tune"))
 
 
 def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,
@@ -75,6 +76,7 @@ def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, reci
                                   Normalizer.fit(local), Normalizer.fit(conditions),
                                   {"domain": domain, "role": "general"}, recipe.relative_targets)
     train(model, conditions, targets, replace(recipe.general, seed=seed, progress=progress))
+    calibrate_plausibility(model, conditions, targets, seed)
     return model
 
 

@@ -18,7 +18,7 @@ def tiny_recipe():
     from dualdiff_ros.model_store import Recipe
 
     return Recipe(architecture={"name": "mlp", "width": 32, "depth": 1},
-                  schedule={"kind": "cosine", "num_steps": 20},
+                  schedule={"kind": "linear", "num_steps": 20},
                   general=TrainConfig(steps=300, batch_size=256, lr=3e-3, lr_schedule="constant", progress=False),
                   specialized=TrainConfig(steps=100, batch_size=32, lr=3e-3, lr_schedule="constant", progress=False),
                   fine_tune=TrainConfig(steps=60, batch_size=32, lr=1e-3, lr_schedule="constant", progress=False))

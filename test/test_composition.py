@@ -4,7 +4,7 @@ import pytest
 
 from dualdiff_ros.diffusion.analytic import gaussian_model, gaussian_product
 from dualdiff_ros.diffusion.composition import CompositionConfig, compose
-from dualdiff_ros.diffusion.proposer import FallbackPolicy, Proposer
+from dualdiff_ros.diffusion.proposer import FallbackPolicy, Proposer, calibrate_plausibility
 from dualdiff_ros.diffusion.sampling import SamplerConfig, sample
 from dualdiff_ros.diffusion.schedules import NoiseSchedule
 
@@ -60,15 +60,24 @@ def test_overlap_drops_when_experts_separate():
     assert np.median(far.log_overlap) < np.median(near.log_overlap) - 20
 
 
-def test_proposer_falls_back_when_experts_do_not_overlap():
+def _calibrated(mean, schedule):
+    model = gaussian_model(mean, [0.1], schedule)
+    own = sample(model, np.zeros((1, 0)), 2000, seed=11, sampler=EXACT_SAMPLER)[0]
+    calibrate_plausibility(model, np.zeros((2000, 0)), own)
+    return model
+
+
+@pytest.mark.parametrize("special_mean,expect", [(0.8, "specialized"), (-0.75, "joint")])
+def test_proposer_falls_back_only_when_experts_do_not_overlap(special_mean, expect):
     schedule = NoiseSchedule("cosine", 100)
-    general, special = gaussian_model([-0.8], [0.1], schedule), gaussian_model([0.8], [0.1], schedule)
-    proposer = Proposer(composition=CompositionConfig(sampler=EXACT_SAMPLER), sampler=EXACT_SAMPLER,
-                        policy=FallbackPolicy(min_log_overlap=-8.0))
+    general, special = _calibrated([-0.8], schedule), gaussian_model([special_mean], [0.1], schedule)
+    proposer = Proposer(sampler=EXACT_SAMPLER, policy=FallbackPolicy(min_agreement=0.5))
     out = proposer.propose(general, special, np.zeros(0), 64, "joint", seed=3)
-    assert out.mode_used == "specialized" and "fell back" in out.message
-    assert abs(out.targets.mean() - 0.8) < 0.1
+    assert out.mode_used == expect
+    assert ("fell back" in out.message) == (expect == "specialized")
+    assert abs(out.targets.mean() - special_mean) < 0.1
     assert out.scores.shape == (64,)
+    assert 0 <= out.diagnostics["general_agreement"] <= 1
 
 
 def test_weights_validate():

@@ -127,7 +127,7 @@ def test_bad_parameters_are_refused(served):
     assert not result.successful and "magic" in result.reason
     result = node.set_parameters([Parameter("max_samples", value=5000)])[0]
     assert not result.successful  # outside the declared 1..4096 range
-    assert node.get_parameter("composition.method").value == "smc"
+    assert node.get_parameter("composition.method").value == "sum"
 
 
 def test_models_missing_are_named(ros_context, spin_in_thread, tmp_path, model_dir):

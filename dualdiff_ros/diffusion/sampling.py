@@ -18,7 +18,9 @@ class SamplerConfig:
     steps: int = 0             # DDIM inference steps; 0 = all of the schedule's steps
     eta: float = 1.0           # DDIM stochasticity (0 = deterministic)
     variance: str = "small"    # DDPM variance: "small" (posterior) or "large" (beta_t)
-    clip: float | None = 1.5   # bound on the predicted clean sample (normalized data lies in [-1, 1])
+    # Bound on the predicted clean sample, normalized units (the general data spans [-1, 1]): a safety
+    # net against the cosine schedule's first steps (beta ~ 0.999) amplifying a bad eps; None = off.
+    clip: float | None = 10.0
 
     def validate(self, num_train_steps: int):
         if self.method not in ("ddpm", "ddim"):

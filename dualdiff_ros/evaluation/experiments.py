@@ -17,7 +17,6 @@ import numpy as np
 from ..diffusion.composition import CompositionConfig, compose
 from ..diffusion.proposer import Proposer
 from ..diffusion.sampling import SamplerConfig, sample
-from ..diffusion.training import TrainConfig
 from ..domains import get_domain
 from ..domains.round_table import OVERLAP_SETTINGS
 from ..model_store import Recipe, train_general, train_specialized
@@ -41,13 +40,9 @@ class StudySettings:
 
     @classmethod
     def quick(cls) -> "StudySettings":
-        recipe = Recipe(architecture={"name": "mlp", "width": 64, "depth": 2},
-                        schedule={"kind": "cosine", "num_steps": 30},
-                        general=TrainConfig(epochs=4, batch_size=256, lr=2e-3, description="general"),
-                        specialized=TrainConfig(epochs=20, batch_size=32, lr=2e-3, description="specialized"),
-                        fine_tune=TrainConfig(epochs=5, batch_size=32, lr=5e-4, description="fine-tune"))
+        from ..recipes import recipe
         return cls(general_size=4000, specialized_size=64, test_conditions=40, samples_per_condition=8,
-                   seeds=(0,), recipe=recipe, progress=False)
+                   seeds=(0,), recipe=recipe("quick"), progress=False)
 
 
 def configurations() -> dict:
@@ -66,7 +61,7 @@ def configurations() -> dict:
                                        sampler=sampler)),
         "corrected": ("compose", ("general", "specialized"), smc),
         "corrected_fine_tuned": ("compose", ("general", "fine_tuned"), smc),
-        "proposer": ("proposer", ("general", "fine_tuned"), smc),
+        "proposer": ("proposer", ("general", "fine_tuned"), None),
     }
 
 
@@ -85,9 +80,13 @@ def train_models(domain, settings: StudySettings, seed: int) -> tuple[dict, dict
     return models, curves
 
 
-def evaluate_configuration(name, spec, models, domain, conditions, reference_local, k, seed) -> tuple[dict, np.ndarray]:
+def sample_configuration(spec, models, conditions, k, seed, domain=None) -> tuple[np.ndarray, dict]:
+    """Samples [n, k, d] of one configuration and its diagnostics; any domain, scored elsewhere.
+
+    Shared by the synthetic studies and the navigate-to study so a configuration name means the same
+    sampler everywhere. Only "oracle" needs `domain`.
+    """
     kind, keys, composition = spec
-    start = time.perf_counter()
     extra = {}
     if kind == "oracle":
         rng = np.random.default_rng(seed)
@@ -102,11 +101,21 @@ def evaluate_configuration(name, spec, models, domain, conditions, reference_loc
         extra.update(model_evaluations=comp.model_evaluations, ess_fraction=float(comp.ess_fraction.mean()),
                      log_overlap=float(np.median(comp.log_overlap)), score_cosine=float(comp.score_cosine.mean()))
     else:
-        proposer = Proposer(composition=composition)
+        if isinstance(composition, Proposer):
+            proposer = composition
+        else:  # None: the served product's defaults
+            proposer = Proposer() if composition is None else Proposer(composition=composition)
         out = [proposer.propose(models[keys[0]], models[keys[1]], c, k, "joint", seed + i)
                for i, c in enumerate(conditions)]
         samples = np.stack([p.targets for p in out])
         extra["fallback_rate"] = float(np.mean([p.mode_used != "joint" for p in out]))
+        extra["general_agreement"] = float(np.mean([p.diagnostics["general_agreement"] for p in out]))
+    return samples, extra
+
+
+def evaluate_configuration(name, spec, models, domain, conditions, reference_local, k, seed) -> tuple[dict, np.ndarray]:
+    start = time.perf_counter()
+    samples, extra = sample_configuration(spec, models, conditions, k, seed, domain)
     seconds = time.perf_counter() - start
     local = metrics.local_samples(domain, conditions, samples)
     precision, recall = metrics.precision_recall(reference_local, local)
@@ -151,7 +160,8 @@ def summarize(rows: list[dict], keys=("accuracy", "coverage", "recall", "precisi
     out = []
     for (dom, conf), rs in groups.items():
         entry = {"domain": dom, "configuration": conf, "seeds": len(rs)}
-        for key in keys + ("fallback_rate", "log_overlap", "ess_fraction", "score_cosine", "model_evaluations"):
+        for key in keys + ("fallback_rate", "general_agreement", "log_overlap", "ess_fraction", "score_cosine",
+                           "model_evaluations"):
             vals = [r[key] for r in rs if key in r and r[key] is not None and not np.isnan(r[key])]
             if vals:
                 entry[key] = (float(np.mean(vals)), float(np.std(vals)))
@@ -161,7 +171,7 @@ def summarize(rows: list[dict], keys=("accuracy", "coverage", "recall", "precisi
 
 def markdown_table(summary: list[dict]) -> str:
     cols = ["accuracy", "coverage", "recall", "precision", "out_of_range_distance", "ms_per_condition", "fallback_rate",
-            "log_overlap", "model_evaluations"]
+            "general_agreement", "log_overlap", "model_evaluations"]
     lines = ["| domain | configuration | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
     for e in summary:
         cells = [f"{e[c][0]:.3f} ± {e[c][1]:.3f}" if c in e else "" for c in cols]

@@ -126,8 +126,11 @@ class PlacementProposalNode(Node):
         declare(self, "max_samples", 256, "Most proposals one request may ask for.", int_range=(1, 4096))
         declare(self, "fallback_to_general", True,
                 "Answer a joint request from the general prior while no specialized model exists.")
-        declare(self, "composition.method", "smc", "How the two experts are composed.",
+        declare(self, "composition.method", "sum", "How the two experts are composed.",
                 choices=COMPOSITION_METHODS)
+        declare(self, "composition.general_min_t_fraction", 0.35,
+                "Below this fraction of the noise schedule the specialized model refines alone.",
+                float_range=(0.0, 1.0))
         declare(self, "composition.weight_general", 1.0, "Exponent of the general prior in the product.",
                 float_range=(0.0, 10.0))
         declare(self, "composition.weight_specialized", 1.0, "Exponent of the specialized model.",
@@ -141,9 +144,9 @@ class PlacementProposalNode(Node):
                 int_range=(0, 10000))
         declare(self, "sampler.eta", 1.0, "DDIM stochasticity (0 = deterministic).", float_range=(0.0, 1.0))
         declare(self, "fallback.enabled", True, "Fall back to one expert when the two do not overlap.")
-        declare(self, "fallback.min_log_overlap", -8.0,
-                "Joint sampling is trusted while the estimated log overlap stays above this.",
-                float_range=(-1000.0, 1000.0))
+        declare(self, "fallback.min_agreement", 0.5,
+                "Least fraction of joint proposals the general prior must find typical; else fall back.",
+                float_range=(0.0, 1.0))
         declare(self, "fallback.mode", "specialized", "The expert a failed joint request falls back to.",
                 choices=("specialized", "general"))
         declare(self, "marker_frame", "map", "frame_id of the proposal markers (the frame of the state).")
@@ -151,9 +154,10 @@ class PlacementProposalNode(Node):
 
     @staticmethod
     def _proposer_params() -> list[str]:
-        return ["composition.method", "composition.weight_general", "composition.weight_specialized",
-                "composition.langevin_steps", "composition.resample_threshold", "sampler.method",
-                "sampler.steps", "sampler.eta", "fallback.enabled", "fallback.min_log_overlap", "fallback.mode"]
+        return ["composition.method", "composition.general_min_t_fraction", "composition.weight_general",
+                "composition.weight_specialized", "composition.langevin_steps", "composition.resample_threshold",
+                "sampler.method", "sampler.steps", "sampler.eta", "fallback.enabled", "fallback.min_agreement",
+                "fallback.mode"]
 
     @staticmethod
     def _proposer_from(values: dict) -> Proposer:
@@ -164,9 +168,10 @@ class PlacementProposalNode(Node):
             method=values["composition.method"], weight_general=float(values["composition.weight_general"]),
             weight_specialized=float(values["composition.weight_specialized"]), sampler=sampler,
             resample_threshold=float(values["composition.resample_threshold"]),
-            langevin_steps=int(values["composition.langevin_steps"]))
+            langevin_steps=int(values["composition.langevin_steps"]),
+            general_min_t_fraction=float(values["composition.general_min_t_fraction"]))
         policy = FallbackPolicy(enabled=bool(values["fallback.enabled"]),
-                                min_log_overlap=float(values["fallback.min_log_overlap"]),
+                                min_agreement=float(values["fallback.min_agreement"]),
                                 fallback_mode=values["fallback.mode"])
         composition.validate(num_train_steps=10**9)  # steps vs the model's schedule: checked per request
         policy.validate()
@@ -273,6 +278,7 @@ class PlacementProposalNode(Node):
         response.effective_sample_size_fraction = float(diag.get("ess_fraction", 1.0))
         response.log_overlap = float(diag.get("log_overlap", float("nan")))
         response.score_cosine = float(diag.get("score_cosine", float("nan")))
+        response.general_agreement = float(diag.get("general_agreement", float("nan")))
         response.general_version = general.metadata.get("version", "") if general is not None else ""
         used_specialized = result.mode_used in ("joint", "specialized")
         response.specialized_version = specialized.metadata.get("version", "") if used_specialized else ""

@@ -1,0 +1,136 @@
+"""`dualdiff`: one command line for training, experiments, benchmarks and the demo.
+
+    dualdiff train --domain cabinet --model-dir models [--recipe demo]
+    dualdiff experiment cabinet|round_table|overlap --output runs/cabinet [--quick]
+    dualdiff bench-2d --output runs/bench2d [--quick]
+    dualdiff navigate --output runs/navigate [--quick]
+    dualdiff demo                       # train (once), serve, call the service, evaluate, plot
+    dualdiff benchmark --model-dir ...  # service latency and throughput over DDS
+    dualdiff propose --domain cabinet --state 1 2 0.5 -n 5   # call a running service
+
+Each subcommand imports only what it needs, so `dualdiff train` works without ROS.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+DEFAULT_MODEL_DIR = "artifacts/models"
+
+
+def _train(args) -> int:
+    from .training_jobs import train_domain
+    for domain in args.domain:
+        train_domain(domain, args.model_dir, args.recipe, seed=args.seed, force=args.force)
+    return 0
+
+
+def _experiment(args) -> int:
+    from .evaluation.experiments import StudySettings, run_study
+    from .recipes import recipe
+    settings = StudySettings.quick() if args.quick else StudySettings(recipe=recipe(args.recipe))
+    if args.seeds:
+        settings.seeds = tuple(args.seeds)
+    if args.test_conditions:
+        settings.test_conditions = args.test_conditions
+    result = run_study(args.study, args.output, settings)
+    print((Path(args.output) / "results.md").read_text())
+    print(f"wrote {args.output}/results.json, results.md and plots in {result['seconds']} s")
+    return 0
+
+
+def _demo(args) -> int:
+    from .demo import run_demo
+    return run_demo(args.model_dir, args.output, args.recipe, retrain=args.retrain)
+
+
+def _benchmark(args) -> int:
+    from .evaluation.service_benchmark import run_service_benchmark
+    run_service_benchmark(args.model_dir, args.output, requests=args.requests, clients=args.clients,
+                          num_samples=args.num_samples)
+    return 0
+
+
+def _propose(args) -> int:
+    from .client import propose_once
+    return propose_once(args.domain, args.state, args.num_samples, args.mode, args.seed, args.task, args.timeout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .recipes import RECIPES
+    parser = argparse.ArgumentParser(prog="dualdiff", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train the general prior and the fine-tuned specialized model of domains")
+    p.add_argument("--domain", nargs="+", default=["cabinet", "round_table"],
+                   choices=["cabinet", "round_table", "navigate_to"])
+    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="ModelStore folder (default %(default)s)")
+    p.add_argument("--recipe", default="demo", choices=RECIPES, help="model size and training length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="retrain even if checkpoints of this recipe exist")
+    p.set_defaults(func=_train)
+
+    p = sub.add_parser("experiment", help="a specialization study: every configuration, several seeds")
+    p.add_argument("study", choices=["cabinet", "round_table", "overlap"])
+    p.add_argument("--output", required=True)
+    p.add_argument("--quick", action="store_true", help="tiny data and models (tests)")
+    p.add_argument("--recipe", default="full", choices=RECIPES, help="model size and training length")
+    p.add_argument("--seeds", type=int, nargs="+")
+    p.add_argument("--test-conditions", type=int, default=0, help="held-out conditions (default: 1000)")
+    p.set_defaults(func=_experiment)
+
+    from .evaluation import bench2d
+    p = sub.add_parser("bench-2d", help="DualDiff 2-D mode-capture benchmark")
+    bench2d.add_arguments(p)
+    p.set_defaults(func=bench2d.run_from_args)
+
+    try:
+        from .evaluation import navigation
+    except ImportError:  # pragma: no cover - only while the study is not installed
+        navigation = None
+    if navigation is not None:
+        p = sub.add_parser("navigate", help="navigate-to study in the PyBullet simulator")
+        navigation.add_arguments(p)
+        p.set_defaults(func=navigation.run_from_args)
+
+    p = sub.add_parser("demo", help="train (once), start the nodes, call the service, evaluate, plot")
+    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR)
+    p.add_argument("--output", default="artifacts/demo")
+    p.add_argument("--recipe", default="demo", choices=RECIPES)
+    p.add_argument("--retrain", action="store_true")
+    p.set_defaults(func=_demo)
+
+    p = sub.add_parser("benchmark", help="service latency (p50/p99) and throughput with concurrent clients")
+    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR)
+    p.add_argument("--output", default="artifacts/benchmark")
+    p.add_argument("--requests", type=int, default=200)
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--num-samples", type=int, default=32)
+    p.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("propose", help="call /dualdiff/propose_placements of running nodes once")
+    p.add_argument("--domain", default="cabinet")
+    p.add_argument("--task", default="")
+    p.add_argument("--state", type=float, nargs="+", required=True)
+    p.add_argument("-n", "--num-samples", type=int, default=8)
+    p.add_argument("--mode", default="joint")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--timeout", type=float, default=10.0)
+    p.set_defaults(func=_propose)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"dualdiff {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

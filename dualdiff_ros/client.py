@@ -1,0 +1,73 @@
+"""A small synchronous client of /dualdiff/propose_placements, for the demo, benchmarks and users.
+
+The node spins in a background executor; `propose()` blocks the calling thread only.
+"""
+from __future__ import annotations
+
+import threading
+import time
+
+import rclpy
+from dualdiff_interfaces.srv import ProposePlacements
+from rclpy.executors import MultiThreadedExecutor
+
+from .nodes.common import PROPOSE_SERVICE
+
+
+class ProposalClient:
+    def __init__(self, context=None, name: str = "dualdiff_client"):
+        self.node = rclpy.create_node(name, context=context)
+        self.client = self.node.create_client(ProposePlacements, PROPOSE_SERVICE)
+        self._executor = MultiThreadedExecutor(num_threads=2, context=context)
+        self._executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._executor.spin, daemon=True)
+        self._thread.start()
+
+    def wait_for_service(self, timeout: float = 10.0) -> bool:
+        return self.client.wait_for_service(timeout_sec=timeout)
+
+    def propose(self, domain: str, state, num_samples: int, mode: str = "", seed: int = 0, task: str = "",
+                timeout: float = 30.0) -> ProposePlacements.Response:
+        request = ProposePlacements.Request(domain=domain, task=task, state=[float(v) for v in state],
+                                            num_samples=int(num_samples), mode=mode, seed=int(seed))
+        done = threading.Event()
+        future = self.client.call_async(request)
+        future.add_done_callback(lambda _: done.set())
+        if not done.wait(timeout):
+            self.client.remove_pending_request(future)
+            raise TimeoutError(f"{PROPOSE_SERVICE} did not answer within {timeout} s")
+        return future.result()
+
+    def wait_until_ready(self, domain: str, state, timeout: float = 30.0) -> ProposePlacements.Response:
+        """Poll with a one-sample joint request until the node has its models (RESULT_OK)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            reply = self.propose(domain, state, 1, "joint", seed=1)
+            if reply.result == ProposePlacements.Response.RESULT_OK and reply.mode_used == "joint":
+                return reply
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"models for {domain} not ready: {reply.message}")
+            time.sleep(0.2)
+
+    def close(self):
+        self._executor.shutdown()
+        self._thread.join(timeout=5)
+        self.node.destroy_node()
+
+
+def propose_once(domain, state, num_samples, mode, seed, task, timeout) -> int:
+    """`dualdiff propose`: print one reply of running nodes (exit 1 unless RESULT_OK)."""
+    rclpy.init()
+    try:
+        client = ProposalClient()
+        if not client.wait_for_service(timeout):
+            print(f"no {PROPOSE_SERVICE} service found within {timeout} s: start the nodes (`make run`)")
+            return 1
+        reply = client.propose(domain, state, num_samples, mode, seed, task, timeout)
+        print(f"result {reply.result} mode_used {reply.mode_used!r} {reply.message}")
+        for p, s in zip(reply.proposals, reply.scores):
+            print(f"  ({p.x:8.3f}, {p.y:8.3f}, {p.z:8.3f})  score {s:8.3f}")
+        client.close()
+        return 0 if reply.result == ProposePlacements.Response.RESULT_OK else 1
+    finally:
+        rclpy.try_shutdown()
