@@ -13,6 +13,7 @@ Each subcommand imports only what it needs, so `dualdiff train` works without RO
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def _experiment(args) -> int:
 
 def _demo(args) -> int:
     from .demo import run_demo
-    return run_demo(args.model_dir, args.output, args.recipe, retrain=args.retrain)
+    return run_demo(args.model_dir, args.output, args.recipe, retrain=args.retrain,
+                    eval_conditions=args.eval_conditions)
 
 
 def _benchmark(args) -> int:
@@ -60,6 +62,8 @@ def _propose(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .recipes import RECIPES
     parser = argparse.ArgumentParser(prog="dualdiff", description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=int(os.environ.get("DUALDIFF_THREADS", "1")),
+                        help="torch intra-op threads (default 1, or $DUALDIFF_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train the general prior and the fine-tuned specialized model of domains")
@@ -98,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR)
     p.add_argument("--output", default="artifacts/demo")
     p.add_argument("--recipe", default="demo", choices=RECIPES)
-    p.add_argument("--retrain", action="store_true")
+    p.add_argument("--retrain", action="store_true", help="train again even if this recipe's models exist")
+    p.add_argument("--eval-conditions", type=int, default=100, help="held-out conditions per domain and mode")
     p.set_defaults(func=_demo)
 
     p = sub.add_parser("benchmark", help="service latency (p50/p99) and throughput with concurrent clients")
@@ -121,8 +126,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _limit_threads(threads: int) -> None:
+    """Small MLPs gain nothing from intra-op threads, and on a shared 2-core machine lose a lot."""
+    import torch
+    torch.set_num_threads(max(1, threads))
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    _limit_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:

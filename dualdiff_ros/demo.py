@@ -21,15 +21,16 @@ MODES = ("general", "specialized", "joint")
 EVAL_CONDITIONS, EVAL_SAMPLES, EVAL_SEED = 100, 10, 2024
 
 
-def run_demo(model_dir: str, output: str, recipe_name: str = "demo", retrain: bool = False) -> int:
+def run_demo(model_dir: str, output: str, recipe_name: str = "demo", retrain: bool = False,
+             eval_conditions: int = EVAL_CONDITIONS) -> int:
     start = time.perf_counter()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     for domain in DOMAINS:
         train_domain(domain, model_dir, recipe_name, force=retrain)
     trained = time.perf_counter()
-    rows, examples = _serve_and_query(model_dir, output)
-    _write(output, rows, examples)
+    rows, examples = _serve_and_query(model_dir, output, eval_conditions)
+    _write(output, rows, examples, eval_conditions)
     print(_table(rows))
     print(f"[demo] trained/reused models in {trained - start:.0f} s; served and evaluated in "
           f"{time.perf_counter() - trained:.0f} s. Wrote {output}/results.md, results.json and *_proposals.png")
@@ -38,7 +39,7 @@ def run_demo(model_dir: str, output: str, recipe_name: str = "demo", retrain: bo
     return 0
 
 
-def _serve_and_query(model_dir: str, output: Path):
+def _serve_and_query(model_dir: str, output: Path, eval_conditions: int):
     import rclpy
     from rclpy.context import Context
 
@@ -65,7 +66,7 @@ def _serve_and_query(model_dir: str, output: Path):
             dom = get_domain(domain)
             client.wait_until_ready(domain, [1.0, 2.0, 0.5])
             examples[domain] = _example(client, dom)
-            rows += _evaluate(client, dom)
+            rows += _evaluate(client, dom, eval_conditions)
         return rows, examples
     finally:
         if client is not None:
@@ -91,12 +92,12 @@ def _example(client, dom) -> dict:
     return out
 
 
-def _evaluate(client, dom) -> list[dict]:
+def _evaluate(client, dom, eval_conditions: int) -> list[dict]:
     """Accuracy and coverage of each mode on held-out conditions, every proposal through the service."""
     from .evaluation import metrics
 
     rng = np.random.default_rng(EVAL_SEED)
-    conditions = dom.sample_conditions(EVAL_CONDITIONS, rng)
+    conditions = dom.sample_conditions(eval_conditions, rng)
     ref_c = np.repeat(conditions, EVAL_SAMPLES, axis=0)
     reference = dom.local_frame(ref_c, dom.sample_specialized_targets(ref_c, rng))
     rows = []
@@ -124,14 +125,14 @@ def _table(rows) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write(output: Path, rows, examples):
+def _write(output: Path, rows, examples, eval_conditions: int):
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     (output / "results.json").write_text(json.dumps(rows, indent=1))
     (output / "results.md").write_text(
-        f"# dualdiff demo\n\n{EVAL_CONDITIONS} held-out conditions x {EVAL_SAMPLES} proposals, every one "
+        f"# dualdiff demo\n\n{eval_conditions} held-out conditions x {EVAL_SAMPLES} proposals, every one "
         "through /dualdiff/propose_placements.\n\n" + _table(rows))
     for domain, ex in examples.items():
         dom = get_domain(domain)

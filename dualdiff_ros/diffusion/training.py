@@ -95,7 +95,7 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
     T = model.schedule.num_steps
     result = TrainResult(data_sha256=data_digest(conditions if model.condition_dim else None, targets))
     start, window = time.perf_counter(), []
-    bar = tqdm(range(total), desc=config.description, disable=not config.progress, leave=False)
+    bar = tqdm(range(total), desc=config.description, disable=not config.progress, leave=False, mininterval=1.0)
     perm = torch.randperm(n, generator=gen)
     cursor = 0
     for step in bar:

@@ -1,0 +1,103 @@
+"""`dualdiff benchmark`: latency and throughput of /dualdiff/propose_placements over real DDS.
+
+Starts the nodes in this process (as `make run` does), then measures
+- latency p50 / p99 of sequential joint cabinet requests (32 proposals each),
+- requests per second with `clients` concurrent client nodes.
+Writes benchmark.json and benchmark.md to the output folder.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+DOMAIN, STATE = "cabinet", (1.0, 2.0, 0.5)
+
+
+def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clients: int = 8,
+                          num_samples: int = 32, overrides: dict | None = None) -> dict:
+    import rclpy
+    from rclpy.context import Context
+
+    from ..bringup import default_config, start_nodes, stop_nodes
+    from ..client import ProposalClient
+
+    context = Context()
+    rclpy.init(context=context)
+    executor, nodes, pool = None, [], []
+    try:
+        executor, nodes = start_nodes(context, default_config(), model_dir,
+                                      nodes=("general_prior_node", "placement_proposal_node"),
+                                      overrides={"general_prior_node": {"domains": [DOMAIN]},
+                                                 "placement_proposal_node": dict(overrides or {})})
+        threading.Thread(target=executor.spin, daemon=True).start()
+        pool = [ProposalClient(context, f"dualdiff_bench_client_{i}") for i in range(clients)]
+        if not pool[0].wait_for_service(20.0):
+            raise RuntimeError("the placement service did not come up")
+        pool[0].wait_until_ready(DOMAIN, STATE)
+        for _ in range(10):  # warm-up: first calls pay for allocation and discovery
+            pool[0].propose(DOMAIN, STATE, num_samples, "joint")
+        latencies = _sequential(pool[0], requests, num_samples)
+        throughput = _concurrent(pool, requests, num_samples)
+    finally:
+        for c in pool:
+            c.close()
+        if executor is not None:
+            stop_nodes(executor, nodes)
+        rclpy.try_shutdown(context=context)
+    result = {
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "request": {"domain": DOMAIN, "mode": "joint", "num_samples": num_samples},
+        "sequential_requests": requests,
+        "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
+                       "mean": float(np.mean(latencies))},
+        "concurrent_clients": clients, "requests_per_second": throughput,
+        "overrides": overrides or {},
+    }
+    out = Path(output)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "benchmark.json").write_text(json.dumps(result, indent=1))
+    (out / "benchmark.md").write_text(
+        f"| latency p50 (ms) | latency p99 (ms) | requests/s with {clients} clients |\n|---|---|---|\n"
+        f"| {result['latency_ms']['p50']:.1f} | {result['latency_ms']['p99']:.1f} | {throughput:.1f} |\n")
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def _sequential(client, requests: int, num_samples: int) -> list[float]:
+    latencies = []
+    for i in range(requests):
+        t0 = time.perf_counter()
+        reply = client.propose(DOMAIN, STATE, num_samples, "joint", seed=i + 1)
+        latencies.append(1e3 * (time.perf_counter() - t0))
+        if reply.result != 0:
+            raise RuntimeError(f"request failed: {reply.message}")
+    return latencies
+
+
+def _concurrent(pool, requests: int, num_samples: int) -> float:
+    per_client = max(1, requests // len(pool))
+    failures = []
+
+    def work(client, offset):
+        for i in range(per_client):
+            if client.propose(DOMAIN, STATE, num_samples, "joint", seed=offset + i + 1).result != 0:
+                failures.append(offset + i)
+
+    threads = [threading.Thread(target=work, args=(c, k * per_client)) for k, c in enumerate(pool)]
+    t0 = time.perf_counter()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    elapsed = time.perf_counter() - t0
+    if failures:
+        raise RuntimeError(f"{len(failures)} concurrent requests failed")
+    return per_client * len(pool) / elapsed
