@@ -59,3 +59,14 @@ def test_summary_reports_mean_and_sd():
              "precision": 0.5, "out_of_range_distance": 1.0, "ms_per_condition": 1.0} for a in (0.8, 1.0)]
     entry = summarize(rows)[0]
     assert entry["accuracy"] == pytest.approx((0.9, 0.1)) and np.isclose(entry["seeds"], 2)
+
+
+def test_overlap_settings_share_one_general_prior():
+    from dualdiff_ros.domains import get_domain
+    from dualdiff_ros.evaluation.experiments import train_models
+
+    settings, generals = StudySettings.quick(), {}
+    far, _ = train_models(get_domain("overlap_far"), settings, 0, generals)
+    subset, _ = train_models(get_domain("overlap_subset"), settings, 0, generals)
+    assert far["general"] is subset["general"] and len(generals) == 1
+    assert far["fine_tuned"] is not subset["fine_tuned"]

@@ -17,6 +17,7 @@ import numpy as np
 from ..diffusion.composition import CompositionConfig, compose
 from ..diffusion.proposer import Proposer
 from ..diffusion.sampling import SamplerConfig, sample
+from ..diffusion.training import data_digest
 from ..domains import get_domain
 from ..domains.round_table import OVERLAP_SETTINGS
 from ..model_store import Recipe, train_general, train_specialized
@@ -65,13 +66,21 @@ def configurations() -> dict:
     }
 
 
-def train_models(domain, settings: StudySettings, seed: int) -> tuple[dict, dict]:
-    """General, specialized (from scratch) and fine-tuned models for one seed, plus loss curves."""
+def train_models(domain, settings: StudySettings, seed: int, generals: dict | None = None) -> tuple[dict, dict]:
+    """General, specialized (from scratch) and fine-tuned models for one seed, plus loss curves.
+
+    `generals` caches general priors by their training data: the overlap family shares one
+    general dataset, so its six settings share one prior per seed.
+    """
     general_data = domain.general_dataset(settings.general_size, seed * 100 + DATA_STREAMS["general"])
     special = domain.specialized_dataset(settings.specialized_size, seed * 100 + DATA_STREAMS["specialized"])
     recipe, progress = settings.recipe, settings.progress
-    general = train_general(domain.name, general_data.conditions, general_data.targets, recipe,
-                            seed * 100 + 11, progress)
+    key = (data_digest(general_data.conditions, general_data.targets), seed)
+    generals = {} if generals is None else generals
+    if key not in generals:
+        generals[key] = train_general(domain.name, general_data.conditions, general_data.targets, recipe,
+                                      seed * 100 + 11, progress)
+    general = generals[key]
     models = {"general": general}
     for name, method, offset in (("specialized", "scratch", 12), ("fine_tuned", "fine_tune", 13)):
         models[name] = train_specialized(general, special.conditions, special.targets, recipe, method,
@@ -126,12 +135,13 @@ def evaluate_configuration(name, spec, models, domain, conditions, reference_loc
     return row, samples
 
 
-def run_domain(domain, settings: StudySettings, output: Path, only: list | None = None) -> list[dict]:
+def run_domain(domain, settings: StudySettings, output: Path, only: list | None = None,
+               generals: dict | None = None) -> list[dict]:
     rows, configs = [], configurations()
     if only:
         configs = {k: v for k, v in configs.items() if k in only}
     for seed in settings.seeds:
-        models, curves = train_models(domain, settings, seed)
+        models, curves = train_models(domain, settings, seed, generals)
         rng = np.random.default_rng(seed * 100 + DATA_STREAMS["test"])
         conditions = domain.sample_conditions(settings.test_conditions, rng)
         ref_rng = np.random.default_rng(seed * 100 + DATA_STREAMS["reference"])
@@ -188,9 +198,9 @@ def run_study(study: str, output: str | Path, settings: StudySettings | None = N
     output.mkdir(parents=True, exist_ok=True)
     domains = ([get_domain(f"overlap_{s}") for s in OVERLAP_SETTINGS] if study == "overlap"
                else [get_domain(study)])
-    start, rows = time.time(), []
+    start, rows, generals = time.time(), [], {}
     for domain in domains:
-        rows += run_domain(domain, settings, output, only)
+        rows += run_domain(domain, settings, output, only, generals)
     summary = summarize(rows)
     settings_dict = asdict(settings)
     result = {"study": study, "settings": settings_dict, "rows": rows, "summary": summary,
