@@ -84,19 +84,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-conditions", type=int, default=0, help="held-out conditions (default: 1000)")
     p.set_defaults(func=_experiment)
 
-    from .evaluation import bench2d
+    from .evaluation import bench2d, navigation
     p = sub.add_parser("bench-2d", help="DualDiff 2-D mode-capture benchmark")
     bench2d.add_arguments(p)
     p.set_defaults(func=bench2d.run_from_args)
 
-    try:
-        from .evaluation import navigation
-    except ImportError:  # pragma: no cover - only while the study is not installed
-        navigation = None
-    if navigation is not None:
-        p = sub.add_parser("navigate", help="navigate-to study in the PyBullet simulator")
-        navigation.add_arguments(p)
-        p.set_defaults(func=navigation.run_from_args)
+    p = sub.add_parser("navigate", help="navigate-to study in the PyBullet simulator")
+    navigation.add_arguments(p)
+    p.set_defaults(func=navigation.run_from_args)
 
     p = sub.add_parser("demo", help="train (once), start the nodes, call the service, evaluate, plot")
     p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR)

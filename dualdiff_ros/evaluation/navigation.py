@@ -1,0 +1,406 @@
+"""The navigate-to study: do a general prior and a ball specialist, composed, give valid base poses.
+
+The thesis could only look at its navigate-to samples; here every proposal is checked in the
+PyBullet household (dualdiff_ros.sim). One general dataset (9 non-ball types) and one ball
+train/test split are made (or loaded from `data_dir`); per seed the general prior, a ball model
+from scratch and a ball fine-tune of the prior are trained, and every configuration proposes
+base targets for held-out ball states. Seeds vary training and sampling; the data is fixed, as
+in the thesis. Configuration names and samplers are experiments.py's; "ring" is the baseline.
+See docs/navigation.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .. import sim
+from ..diffusion.training import TrainConfig
+from ..model_store import ModelStore, Recipe, save, train_general, train_specialized
+from ..sim.dataset import FULL_SPECIALIZED_TEST_TASKS, FULL_SPECIALIZED_TRAIN_TASKS
+from .experiments import configurations, sample_configuration, summarize
+
+DOMAIN = "navigate_to"
+MODEL_CONFIGURATIONS = ("general", "specialized", "fine_tuned", "joint", "fine_tuned_joint", "corrected",
+                        "proposer")
+CONFIGURATIONS = (*MODEL_CONFIGURATIONS, "ring")
+METRICS = ("validity", "validity_without_clutter", "success", "samples_to_first_valid", "spread", "coverage",
+           "ms_per_query", "ms_single_query")
+TRAIN_SEED_OFFSETS = {"general": 11, "specialized": 12, "fine_tuned": 13}  # as experiments.train_models
+SAMPLING_STREAM = 5
+
+
+def navigation_recipe(general_epochs: int = 30) -> Recipe:
+    """The Recipe's sizes and optimisers, a linear schedule, a longer fine-tune (442 points).
+
+    30 general epochs over ~140k points (~2,000 steps of 2048) keep a seed to minutes on one core:
+    a 256x4 step of 2048 took ~135 ms here. The 1.9M-point set needs far fewer epochs.
+    """
+    return Recipe(architecture={"name": "mlp", "width": 256, "depth": 4},
+                  schedule={"kind": "linear", "num_steps": 100}, relative_targets=True,
+                  general=TrainConfig(epochs=general_epochs, batch_size=2048, lr=1e-3, description="general"),
+                  specialized=TrainConfig(epochs=1500, batch_size=64, lr=1e-3, step_epochs=150,
+                                          description="specialized"),
+                  fine_tune=TrainConfig(epochs=600, batch_size=64, lr=3e-4, step_epochs=60, description="fine-tune"))
+
+
+@dataclass
+class NavigationSettings:
+    """Full: ~140k general points (minutes on one core) and the thesis's ball split; `quick()` for tests."""
+
+    general_tasks: int = 5000
+    train_tasks: int = FULL_SPECIALIZED_TRAIN_TASKS
+    test_tasks: int = FULL_SPECIALIZED_TEST_TASKS
+    num_states: int = 300
+    samples_per_state: int = 16
+    seeds: tuple = (0, 1, 2)
+    data_dir: str | None = None
+    plot_states: int = 3
+    plot_samples: int = 64
+    latency_states: int = 5
+    general_seed: int = 0
+    ball_seed: int = 1
+    recipe: Recipe = field(default_factory=navigation_recipe)
+    progress: bool = False
+
+    @classmethod
+    def quick(cls, **overrides) -> "NavigationSettings":
+        recipe = Recipe(architecture={"name": "mlp", "width": 64, "depth": 2},
+                        schedule={"kind": "linear", "num_steps": 30}, relative_targets=True,
+                        general=TrainConfig(epochs=8, batch_size=256, lr=2e-3, description="general"),
+                        specialized=TrainConfig(epochs=40, batch_size=32, lr=2e-3, description="specialized"),
+                        fine_tune=TrainConfig(epochs=20, batch_size=32, lr=5e-4, description="fine-tune"))
+        settings = cls(general_tasks=100, train_tasks=6, test_tasks=8, num_states=12, samples_per_state=8,
+                       seeds=(0,), plot_states=1, plot_samples=12, latency_states=1, recipe=recipe)
+        return replace(settings, **overrides)
+
+
+# ---- data ------------------------------------------------------------------------------------------
+def _cached(path: Path | None, make):
+    """Load `path` if it exists, else make the dataset (and save it when there is a path)."""
+    if path is not None and path.with_suffix(".npz").exists():
+        return sim.NavigateData.load(path)
+    data = make()
+    if path is not None:
+        data.save(path)
+    return data
+
+
+def load_datasets(settings: NavigationSettings) -> tuple[sim.NavigateData, sim.NavigateData, sim.NavigateData]:
+    """General, ball-train and ball-test data; generated once per (seed, size) and cached in data_dir."""
+    root = Path(settings.data_dir).expanduser() if settings.data_dir else None
+    general_path = root / f"navigate_general_seed{settings.general_seed}_tasks{settings.general_tasks}.npz" \
+        if root else None
+    general = _cached(general_path, lambda: sim.general_dataset(settings.general_tasks, settings.general_seed,
+                                                                progress=settings.progress))
+    prefix = f"navigate_ball_seed{settings.ball_seed}_train{settings.train_tasks}_test{settings.test_tasks}"
+    paths = (root / f"{prefix}_train.npz", root / f"{prefix}_test.npz") if root else (None, None)
+    if paths[0] is not None and all(p.exists() for p in paths):
+        return general, sim.NavigateData.load(paths[0]), sim.NavigateData.load(paths[1])
+    train, test = sim.specialized_datasets(settings.train_tasks, settings.test_tasks, settings.ball_seed)
+    if root is not None:
+        train.save(paths[0])
+        test.save(paths[1])
+    return general, train, test
+
+
+# ---- models ----------------------------------------------------------------------------------------
+def train_models(settings: NavigationSettings, general_data, ball_train, seed: int) -> dict:
+    """General prior, ball model from scratch and ball fine-tune of the prior, for one seed."""
+    recipe, progress = settings.recipe, settings.progress
+    general = train_general(DOMAIN, general_data.states, general_data.targets, recipe,
+                            seed * 100 + TRAIN_SEED_OFFSETS["general"], progress)
+    models = {"general": general}
+    for name, method in (("specialized", "scratch"), ("fine_tuned", "fine_tune")):
+        models[name] = train_specialized(general, ball_train.states, ball_train.targets, recipe, method, task="ball",
+                                         seed=seed * 100 + TRAIN_SEED_OFFSETS[name], progress=progress)
+    return models
+
+
+def save_models(models: dict, model_dir, method: str = "fine_tune", recipe_name: str = "") -> dict:
+    """Write the prior and the served ball model where the placement service looks for navigate_to.
+
+    The served specialized model is the fine-tune (the specialized node's default method) unless
+    `method` says scratch; the other one is kept beside it as task "scratch" or "fine_tune".
+    Returns the checkpoint versions.
+    """
+    store = ModelStore(model_dir)
+    served, other = ("fine_tuned", "specialized") if method == "fine_tune" else ("specialized", "fine_tuned")
+    paths = {"general": store.general_path(DOMAIN), "specialized": store.specialized_path(DOMAIN),
+             "other": store.specialized_path(DOMAIN, "scratch" if method == "fine_tune" else "fine_tune")}
+    versions = {}
+    for key, name in (("general", "general"), ("specialized", served), ("other", other)):
+        if recipe_name:
+            models[name].metadata["recipe"] = recipe_name  # `dualdiff train` reuses checkpoints of its recipe
+        versions[key] = save(models[name], paths[key])
+    return versions
+
+
+def settings_for_recipe(name: str) -> NavigationSettings:
+    """`dualdiff train --recipe` names for navigate_to: full = the study's models, quick = the test's."""
+    if name == "quick":
+        return NavigationSettings.quick()
+    if name == "demo":  # about a minute of training on one core
+        recipe = navigation_recipe(general_epochs=20)
+        recipe = replace(recipe, architecture={"name": "mlp", "width": 128, "depth": 3},
+                         general=replace(recipe.general, batch_size=1024))
+        return NavigationSettings(general_tasks=1500, recipe=recipe)
+    if name == "full":
+        return NavigationSettings()
+    raise ValueError(f"unknown recipe {name!r}: use full, demo or quick")
+
+
+def train_navigation_models(model_dir, settings: NavigationSettings | None = None, seed: int = 0,
+                            method: str = "fine_tune", recipe_name: str | None = None) -> dict:
+    """Train one seed's models and write ModelStore(model_dir)'s navigate_to checkpoints; returns versions.
+
+    `settings` wins over `recipe_name` (full, demo, quick); neither means the full study's settings.
+    """
+    settings = settings or settings_for_recipe(recipe_name or "full")
+    general_data, ball_train, _ = load_datasets(settings)
+    models = train_models(settings, general_data, ball_train, seed)
+    return save_models(models, model_dir, method, recipe_name or "")
+
+
+# ---- evaluation ------------------------------------------------------------------------------------
+def study_configurations() -> dict:
+    """experiments.configurations() for the names studied here, plus the ring baseline.
+
+    "proposer" is Proposer() as the placement node ships it (its default composition and fallback
+    policy) over the prior and the fine-tune, the specialized node's default model.
+    """
+    configs = {name: configurations()[name] for name in MODEL_CONFIGURATIONS}
+    configs["ring"] = ("ring", (), None)
+    return configs
+
+
+def propose_fn(spec, models: dict, seed: int, record: dict | None = None):
+    """A sim.evaluate_proposer proposer for a configuration; `record` receives samples and diagnostics."""
+    def propose(states, k, rng):
+        if spec[0] == "ring":
+            samples, extra = sim.ring_proposer(states, k, rng), {}
+        else:
+            samples, extra = sample_configuration(spec, models, states, k, seed)
+        if record is not None:
+            record.update(extra, samples=samples)
+        return samples
+    return propose
+
+
+def single_query_ms(fn, states: np.ndarray, k: int) -> float:
+    """Latency of one request (one state), what a robot waits for; the harness time is batched."""
+    rng = np.random.default_rng(0)
+    start = time.perf_counter()
+    for s in states:
+        fn(s[None], k, rng)
+    return 1e3 * (time.perf_counter() - start) / max(len(states), 1)
+
+
+def evaluate_configurations(configs: dict, models: dict, held_out, settings: NavigationSettings,
+                            seed: int) -> list[dict]:
+    rows = []
+    for name, spec in configs.items():
+        record: dict = {}
+        fn = propose_fn(spec, models, seed * 100 + SAMPLING_STREAM, record)
+        report = sim.evaluate_proposer(fn, held_out, settings.samples_per_state, seed=seed)
+        diagnostics = {k: v for k, v in record.items() if k != "samples"}  # before the latency calls
+        report["validity_without_clutter"] = float(check_proposals(held_out, record["samples"], False).mean())
+        report["ms_single_query"] = single_query_ms(fn, held_out.states[:settings.latency_states],
+                                                    settings.samples_per_state)
+        rows.append({"domain": DOMAIN, "seed": seed, "configuration": name, **report, **diagnostics})
+        if settings.progress:
+            print(f"seed {seed} {name}: validity {report['validity']:.3f}", flush=True)
+    return rows
+
+
+def plot_proposals(configs: dict, models: dict, held_out, settings: NavigationSettings, seed: int) -> dict:
+    """For the plotted states: each configuration's proposals [n, k, 2] and validity [n, k]."""
+    out = {}
+    for name, spec in configs.items():
+        fn = propose_fn(spec, models, seed * 100 + SAMPLING_STREAM + 1)
+        proposals = fn(held_out.states, settings.plot_samples, np.random.default_rng(seed))
+        out[name] = (proposals, check_proposals(held_out, proposals))
+    return out
+
+
+def check_proposals(held_out, proposals: np.ndarray, clutter: bool = True) -> np.ndarray:
+    """Validity [n, k], optionally with the clutter taken out of each scene.
+
+    Without clutter only the house and the task's objects remain: what a state-only proposer can
+    know about. Its gap to the full check is the cost of the chairs it cannot see.
+    """
+    valid = np.zeros(proposals.shape[:2], dtype=bool)
+    with sim.World() as world:
+        for i in range(len(held_out)):
+            scene = sim.generate_scene(int(held_out.seed[i]), int(held_out.task_index[i]))
+            if not clutter:
+                scene = replace(scene, obstacles=np.zeros((0, 5)))
+            step = scene.steps[int(held_out.step[i])]
+            world.load(scene)
+            world.set_step(step)
+            valid[i] = world.check_targets(step.object_index, proposals[i])
+    return valid
+
+
+# ---- the study -------------------------------------------------------------------------------------
+def markdown_table(summary: list[dict], keys=METRICS) -> str:
+    cols = [*keys, "fallback_rate", "general_agreement", "log_overlap", "ess_fraction"]
+    lines = ["| configuration | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
+    for e in summary:
+        cells = [f"{e[c][0]:.3f} ± {e[c][1]:.3f}" if c in e else "" for c in cols]
+        lines.append(f"| {e['configuration']} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def run_navigation_study(output_dir, settings: NavigationSettings | None = None) -> dict:
+    """Train, evaluate every configuration for every seed, write results.json, results.md and plots.
+
+    Results are rewritten after each seed, so a run cut short keeps the seeds it finished.
+    """
+    from . import plots
+
+    settings = settings or NavigationSettings()
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    general_data, ball_train, ball_test = load_datasets(settings)
+    held_out = sim.held_out_states(ball_test).head(settings.num_states)
+    data_info = {"general_points": len(general_data), "ball_train_points": len(ball_train),
+                 "ball_test_points": len(ball_test), "ball_test_states": len(sim.held_out_states(ball_test)),
+                 "evaluated_states": len(held_out)}
+    configs, rows, train_seconds = study_configurations(), [], {}
+    for seed in settings.seeds:
+        t0 = time.time()
+        models = train_models(settings, general_data, ball_train, seed)
+        train_seconds[seed] = round(time.time() - t0, 1)
+        rows += evaluate_configurations(configs, models, held_out, settings, seed)
+        if seed == settings.seeds[0]:
+            save_models(models, output / "models")
+            shown = held_out.head(settings.plot_states)
+            draw_navigation_scenes(shown, plot_proposals(configs, models, shown, settings, seed), output)
+            plots.loss_curves({n: m.metadata["training"][-1]["losses"] for n, m in models.items()},
+                              output / "navigation_loss.png")
+        result = {"study": "navigate_to", "settings": asdict(settings), "data": data_info, "rows": rows,
+                  "summary": summarize(rows, keys=METRICS), "train_seconds": train_seconds,
+                  "seconds": round(time.time() - start, 1)}
+        write_results(output, result)
+    return result
+
+
+def write_results(output: Path, result: dict) -> None:
+    """results.json (every row), results.md (mean ± sd over the seeds so far) and the validity bars."""
+    (output / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    data, settings = result["data"], result["settings"]
+    seeds = sorted({r["seed"] for r in result["rows"]})
+    header = (f"# navigate_to (ball held out)\n\n{data['evaluated_states']} held-out ball states, "
+              f"{settings['samples_per_state']} proposals each, seeds {seeds}; general {data['general_points']} "
+              f"points, ball train {data['ball_train_points']} points.\n\n")
+    (output / "results.md").write_text(header + markdown_table(result["summary"]))
+    validity_bars(result["summary"], output / "navigation_validity.png")
+
+
+# ---- pictures --------------------------------------------------------------------------------------
+def draw_navigation_scenes(held_out, proposals: dict, output: Path, zoom: float = 7.0) -> list[Path]:
+    """One figure per state (thesis Figs 4.4/4.5/4.7): the scene near the ball, each configuration's proposals."""
+    from matplotlib.figure import Figure  # no pyplot: no global figure state
+
+    paths = []
+    names = list(proposals)
+    cols = 3
+    rows = int(np.ceil((len(names) + 1) / cols))
+    for i in range(len(held_out)):
+        scene = sim.generate_scene(int(held_out.seed[i]), int(held_out.task_index[i]))
+        step = scene.steps[int(held_out.step[i])]
+        fig = Figure(figsize=(3.0 * cols, 3.0 * rows))
+        axes = fig.subplots(rows, cols, squeeze=False)
+        panels = [("recorded valid targets", held_out.reference[i], None), *(
+            (n, proposals[n][0][i], proposals[n][1][i]) for n in names)]
+        for ax, (name, pts, ok) in zip(axes.flat, panels):
+            title = name if ok is None else f"{name}: {ok.mean():.2f} valid"
+            sim.draw_scene(scene, object_index=step.object_index, proposals=pts, valid=ok,
+                           robot=held_out.states[i, 6:9], absent=step.absent, title=title, ax=ax)
+            x, y = held_out.states[i, :2]
+            ax.set_xlim(x - zoom, x + zoom)
+            ax.set_ylim(y - zoom, y + zoom)
+            ax.tick_params(labelsize=6)
+            ax.legend(fontsize=5, loc="upper right")
+        for ax in list(axes.flat)[len(panels):]:
+            ax.axis("off")
+        fig.suptitle(f"held-out ball state: scene seed {scene.seed}, task {scene.task_index}, step "
+                     f"{int(held_out.step[i])}", fontsize=9)
+        fig.tight_layout()
+        paths.append(output / f"navigation_scene_{i}.png")
+        fig.savefig(paths[-1], dpi=72)
+    return paths
+
+
+def validity_bars(summary: list[dict], path: Path) -> None:
+    """Validity and samples until the first valid proposal per configuration, mean ± sd over seeds."""
+    from matplotlib.figure import Figure
+
+    names = [e["configuration"] for e in summary]
+    fig = Figure(figsize=(9, 3.4))
+    axes = fig.subplots(1, 2)
+    for ax, key, label in ((axes[0], "validity", "validity rate"),
+                           (axes[1], "samples_to_first_valid", "samples until first valid")):
+        mean = [e[key][0] for e in summary]
+        sd = [e[key][1] for e in summary]
+        colors = ["0.6" if n == "ring" else "tab:blue" for n in names]
+        ax.bar(range(len(names)), mean, yerr=sd, color=colors, capsize=3)
+        ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
+        ax.set_ylabel(label)
+    axes[0].set_ylim(0, 1)
+    fig.suptitle("navigate-to-ball, held-out states (mean ± sd over seeds)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+
+
+# ---- command line ----------------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Options of `dualdiff navigate` (also `python -m dualdiff_ros.evaluation.navigation`)."""
+    parser.add_argument("--output", default="runs/navigation", help="folder for results.json, results.md, plots")
+    parser.add_argument("--data-dir", default=None,
+                        help="cache of generated datasets (.npz); default: <output>/data")
+    parser.add_argument("--seeds", type=int, nargs="+", default=None, help="training seeds (full: 0 1 2)")
+    parser.add_argument("--quick", action="store_true", help="tiny data and models: a smoke run in well under a minute")
+    parser.add_argument("--num-states", type=int, default=None, help="held-out ball states evaluated (full: 300)")
+    parser.add_argument("--samples-per-state", type=int, default=None, help="proposals per state (full: 16)")
+    parser.add_argument("--general-tasks", type=int, default=None, help="general-data tasks (full: 5000)")
+    parser.add_argument("--general-epochs", type=int, default=None, help="general prior epochs (full: 30)")
+    parser.add_argument("--progress", action="store_true", help="progress bars and per-configuration lines")
+    return parser
+
+
+def settings_from_args(args) -> NavigationSettings:
+    settings = NavigationSettings.quick() if args.quick else NavigationSettings()
+    changes = {"data_dir": args.data_dir or str(Path(args.output) / "data"), "progress": args.progress}
+    for key in ("seeds", "num_states", "samples_per_state", "general_tasks"):
+        value = getattr(args, key)
+        if value is not None:
+            changes[key] = tuple(value) if key == "seeds" else value
+    if args.general_epochs is not None:
+        general = replace(settings.recipe.general, epochs=args.general_epochs)
+        changes["recipe"] = replace(settings.recipe, general=general)
+    return replace(settings, **changes)
+
+
+def run_from_args(args) -> int:
+    import torch
+
+    torch.set_num_threads(1)  # one core: the study's timings assume it, and the machine is shared
+    result = run_navigation_study(args.output, settings_from_args(args))
+    print(Path(args.output, "results.md").read_text())
+    print(f"wrote {args.output}/results.json, results.md and navigation_*.png in {result['seconds']} s")
+    return 0
+
+
+def main(argv=None) -> int:
+    return run_from_args(add_arguments(argparse.ArgumentParser(description=__doc__)).parse_args(argv))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,70 @@
+"""The navigate-to study end to end on tiny data: files written, numbers sane, checkpoints servable."""
+import argparse
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from dualdiff_ros.diffusion.sampling import sample
+from dualdiff_ros.evaluation import navigation
+from dualdiff_ros.model_store import ModelStore
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("navigation_data")
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, data_dir):
+    output = tmp_path_factory.mktemp("navigation")
+    result = navigation.run_navigation_study(output, navigation.NavigationSettings.quick(data_dir=str(data_dir)))
+    return output, result
+
+
+def test_quick_study_writes_its_files(study):
+    output, result = study
+    for name in ("results.json", "results.md", "navigation_validity.png", "navigation_scene_0.png",
+                 "navigation_loss.png", "models/navigate_to/general.safetensors"):
+        assert (output / name).is_file(), name
+    assert json.loads((output / "results.json").read_text())["study"] == "navigate_to"
+    table = (output / "results.md").read_text()
+    assert all(f"| {name} |" in table for name in navigation.CONFIGURATIONS)
+
+
+def test_quick_study_numbers_are_sane(study):
+    _, result = study
+    rows = {r["configuration"]: r for r in result["rows"]}
+    assert set(rows) == set(navigation.CONFIGURATIONS)  # ring baseline included
+    for row in rows.values():
+        assert 0.0 <= row["validity"] <= 1.0 and 0.0 <= row["success"] <= 1.0
+        assert row["validity"] <= row["validity_without_clutter"] <= 1.0  # clutter only takes targets away
+        assert 1.0 <= row["samples_to_first_valid"] <= row["cap"]
+        assert row["ms_per_query"] >= 0 and row["n_states"] == result["data"]["evaluated_states"]
+    assert rows["joint"]["samples_to_first_valid"] <= rows["joint"]["cap"] == 9
+    assert 0.0 <= rows["proposer"]["fallback_rate"] <= 1.0
+    assert "log_overlap" in rows["corrected"]
+    assert {e["configuration"] for e in result["summary"]} == set(navigation.CONFIGURATIONS)
+
+
+def test_train_navigation_models_writes_loadable_checkpoints(tmp_path, data_dir):
+    settings = navigation.NavigationSettings.quick(data_dir=str(data_dir))
+    versions = navigation.train_navigation_models(tmp_path / "models", settings, seed=1, recipe_name="quick")
+    store = ModelStore(tmp_path / "models")
+    general, specialized = store.load_general("navigate_to"), store.load_specialized("navigate_to")
+    assert versions["general"] == general.metadata["version"] and specialized.metadata["recipe"] == "quick"
+    assert specialized.metadata["method"] == "fine_tune" and general.condition_dim == 10
+    targets = sample(specialized, np.array([[5.0, 5.0, 0.4, 0.4, 0.0, 0.0, 8.0, 8.0, 0.0, 1.0]]), 4)
+    assert targets.shape == (1, 4, 2) and np.isfinite(targets).all()
+
+
+def test_command_line_options_reach_the_settings(tmp_path):
+    parser = navigation.add_arguments(argparse.ArgumentParser())
+    args = parser.parse_args(["--quick", "--output", str(tmp_path), "--seeds", "3", "4", "--num-states", "7",
+                              "--samples-per-state", "5"])
+    settings = navigation.settings_from_args(args)
+    assert settings.seeds == (3, 4) and settings.num_states == 7 and settings.samples_per_state == 5
+    assert settings.data_dir == str(tmp_path / "data") and settings.general_tasks == 100
