@@ -83,7 +83,7 @@ def check_compatible(general: DiffusionModel, specialized: DiffusionModel):
                          f"specialized {specialized.condition_dim}")
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, num_samples: int,
             config: CompositionConfig | None = None, seed: int = 0) -> Composition:
     config = config or CompositionConfig()

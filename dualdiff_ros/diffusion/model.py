@@ -83,7 +83,7 @@ class DiffusionModel:
             c = self.condition_normalizer.normalize(c)
         return torch.as_tensor(c, dtype=torch.float32)
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def eps(self, y_t: torch.Tensor, t: int, c_norm: torch.Tensor) -> torch.Tensor:
         """Noise prediction at integer step t for a batch (normalized space)."""
         tt = torch.full((len(y_t),), t, dtype=torch.long)

@@ -95,7 +95,7 @@ class Proposer:
         return Proposals(targets, -(err_g + err_s) / 2, "joint", "", diag)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def denoising_error(model: DiffusionModel, condition, targets: np.ndarray, seed: int = 0) -> np.ndarray:
     """Squared error of the model's noise prediction for each target, noised to CHECK_FRACTION of T.
 

@@ -50,7 +50,7 @@ def repeat_conditions(model: DiffusionModel, conditions, num_samples: int) -> to
     return c.repeat_interleave(num_samples, dim=0)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
            sampler: SamplerConfig | None = None) -> np.ndarray:
     """Samples [n_conditions, num_samples, target_dim] in raw (denormalized) units.
