@@ -11,6 +11,7 @@ import json
 import math
 import secrets
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -24,8 +25,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from .. import sim
 from ..diffusion.checkpoint import CheckpointError
 from ..diffusion.composition import METHODS as COMPOSITION_METHODS
-from ..diffusion.composition import CompositionConfig
-from ..diffusion.proposer import MODES, Proposer
+from ..diffusion.proposer import MODES, Proposer, default_composition
 from ..diffusion.sampling import SamplerConfig
 from ..model_store import ModelStore
 from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
@@ -47,7 +47,8 @@ class SimulatorNode(Node):
                 "empty = navigate-to-ball tasks generated after the specialized training tasks.")
         declare(self, "task", "", "Specialized model task name (ModelStore) used for evaluation.")
         declare(self, "workers", 1, "Processes for dataset generation.", int_range=(1, 64))
-        declare(self, "composition.method", "smc", "How the experts are composed in joint mode.",
+        declare(self, "composition.method", "sum", "How the experts are composed in joint mode "
+                "(the rest of the composition is the placement service's default).",
                 choices=CHOICES["composition.method"])
         declare(self, "sampler.method", "ddpm", "Reverse process.", choices=CHOICES["sampler.method"])
         declare(self, "sampler.steps", 0, "DDIM steps (0 = all of the schedule's).", int_range=(0, 10000))
@@ -155,8 +156,9 @@ class SimulatorNode(Node):
         specialized = store.load_specialized(DOMAIN, task) if mode != "general" else None
         sampler = SamplerConfig(method=self.get_parameter("sampler.method").value,
                                 steps=self.get_parameter("sampler.steps").value)
-        proposer = Proposer(CompositionConfig(method=self.get_parameter("composition.method").value,
-                                              sampler=sampler), sampler)
+        composition = replace(default_composition(), method=self.get_parameter("composition.method").value,
+                              sampler=sampler)
+        proposer = Proposer(composition, sampler)
 
         def propose(states, k, rng):
             return np.stack([proposer.propose(general, specialized, s, k, mode,
