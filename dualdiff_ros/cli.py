@@ -49,8 +49,9 @@ def _demo(args) -> int:
 
 def _benchmark(args) -> int:
     from .evaluation.service_benchmark import run_service_benchmark
+    overrides = {"sampler.method": args.sampler_method, "sampler.steps": args.sampler_steps}
     run_service_benchmark(args.model_dir, args.output, requests=args.requests, clients=args.clients,
-                          num_samples=args.num_samples)
+                          num_samples=args.num_samples, overrides=overrides)
     return 0
 
 
@@ -107,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--num-samples", type=int, default=32)
+    p.add_argument("--sampler-method", default="ddpm", choices=["ddpm", "ddim"], help="the node's sampler.method")
+    p.add_argument("--sampler-steps", type=int, default=0, help="the node's sampler.steps (DDIM; 0 = all)")
     p.set_defaults(func=_benchmark)
 
     p = sub.add_parser("propose", help="call /dualdiff/propose_placements of running nodes once")
