@@ -4,8 +4,8 @@
 - "demo": what `make demo` trains in about a minute per domain on a 2-core machine; it
   meets the quality targets (docs/RESULTS.md).
 - "quick": seconds, for tests; not meant to be good.
-The specialized model is fine-tuned from the general prior (600 epochs of batch 64, lr 3e-4)
-in every recipe but "quick": that measured best (docs/RESULTS.md).
+The specialized model is fine-tuned from the general prior with rank-8 LoRA updates (600
+epochs of batch 64, lr 1e-3) in every recipe but "quick": that measured best (docs/RESULTS.md).
 """
 from __future__ import annotations
 

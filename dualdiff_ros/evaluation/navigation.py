@@ -45,7 +45,8 @@ def navigation_recipe(general_epochs: int = 30) -> Recipe:
                   general=TrainConfig(epochs=general_epochs, batch_size=2048, lr=1e-3, description="general"),
                   specialized=TrainConfig(epochs=1500, batch_size=64, lr=1e-3, step_epochs=150,
                                           description="specialized"),
-                  fine_tune=TrainConfig(epochs=600, batch_size=64, lr=3e-4, step_epochs=60, description="fine-tune"))
+                  fine_tune=TrainConfig(epochs=600, batch_size=64, lr=3e-4, step_epochs=60, description="fine-tune"),
+                  fine_tune_lora_rank=0)  # the full fine-tune docs/RESULTS.md measured here
 
 
 @dataclass
@@ -73,7 +74,8 @@ class NavigationSettings:
                         schedule={"kind": "linear", "num_steps": 30}, relative_targets=True,
                         general=TrainConfig(epochs=8, batch_size=256, lr=2e-3, description="general"),
                         specialized=TrainConfig(epochs=40, batch_size=32, lr=2e-3, description="specialized"),
-                        fine_tune=TrainConfig(epochs=20, batch_size=32, lr=5e-4, description="fine-tune"))
+                        fine_tune=TrainConfig(epochs=20, batch_size=32, lr=5e-4, description="fine-tune"),
+                        fine_tune_lora_rank=0)
         settings = cls(general_tasks=100, train_tasks=6, test_tasks=8, num_states=12, samples_per_state=8,
                        seeds=(0,), plot_states=1, plot_samples=12, latency_states=1, recipe=recipe)
         return replace(settings, **overrides)
