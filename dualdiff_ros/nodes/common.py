@@ -9,6 +9,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
 from ..domains import SERVED_DOMAINS
+from ..model_store import check_task
 
 MODEL_INFO_TOPIC = "/dualdiff/model_info"
 TRAINING_PROGRESS_TOPIC = "/dualdiff/training_progress"
@@ -134,3 +135,14 @@ def spin_node(node_class, args=None) -> int:
             node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def check_domain_and_task(domain: str, task: str) -> str | None:
+    """None for a served domain and a well-formed task name, else the reason and the fix."""
+    if domain not in SERVED_DOMAINS:
+        return f"unknown domain {domain!r}: use one of {', '.join(SERVED_DOMAINS)}"
+    try:
+        check_task(task)
+    except ValueError as err:
+        return str(err)
+    return None

@@ -23,7 +23,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from ..diffusion.checkpoint import CheckpointError, read_header
 from ..domains import SERVED_DOMAINS
 from ..learning import ObservationStore
-from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, check_task, save, train_specialized
+from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, save, train_specialized
 from .common import (
     MODEL_INFO_TOPIC,
     OBSERVATIONS_TOPIC,
@@ -31,6 +31,7 @@ from .common import (
     TRAIN_SERVICE,
     TRAINING_PROGRESS_TOPIC,
     check_choices,
+    check_domain_and_task,
     check_vector,
     declare,
     latched_qos,
@@ -127,12 +128,9 @@ class SpecializedModelNode(Node):
 
     # ---- observations ------------------------------------------------------------------------
     def _check_observation(self, domain: str, task: str, state, target) -> str | None:
-        if domain not in SERVED_DOMAINS:
-            return f"unknown domain {domain!r}: use one of {', '.join(SERVED_DOMAINS)}"
-        try:
-            check_task(task)
-        except ValueError as err:
-            return str(err)
+        problem = check_domain_and_task(domain, task)
+        if problem:
+            return problem
         state_size, target_size = SERVED_DOMAINS[domain]
         return check_vector("state", state, state_size) or check_vector("target", target, target_size)
 
@@ -196,12 +194,9 @@ class SpecializedModelNode(Node):
         return response
 
     def _check_training(self, domain: str, task: str, method: str) -> str | None:
-        if domain not in SERVED_DOMAINS:
-            return f"unknown domain {domain!r}: use one of {', '.join(SERVED_DOMAINS)}"
-        try:
-            check_task(task)
-        except ValueError as err:
-            return str(err)
+        problem = check_domain_and_task(domain, task)
+        if problem:
+            return problem
         if method and method not in SPECIALIZATION_METHODS:
             return (f"unknown method {method!r}: use '' (the node's default) or one of "
                     f"{', '.join(SPECIALIZATION_METHODS)}")
