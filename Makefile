@@ -6,15 +6,15 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 RUFF   := $(VENV)/bin/ruff
 CONFIG ?= config/bringup.yaml
+# Where `make demo` trains and `make run` serves from (dualdiff's default --model-dir).
+MODEL_DIR ?= artifacts/models
 
 # pytest: no cache folder in the tree, a hard per-test timeout, a short summary of non-passes.
 PYTEST_FLAGS ?= -q -p no:cacheprovider --timeout=300 -ra
 
-# Keep ROS traffic on this machine. A domain id by default; test/conftest.py gives every test
-# process its own id as well. Override on the command line, e.g. `make run ROS_DOMAIN_ID=7`.
-ROS_AUTOMATIC_DISCOVERY_RANGE ?= LOCALHOST
-ROS_DOMAIN_ID ?= 42
-export ROS_AUTOMATIC_DISCOVERY_RANGE ROS_DOMAIN_ID
+# `make run` and `make demo` use the shell's ROS environment (ROS_DOMAIN_ID, discovery range), so
+# a client in another shell finds the nodes. Tests keep their traffic on this machine, and
+# test/conftest.py gives every test process its own ROS_DOMAIN_ID.
 
 .PHONY: help setup test lint demo run lock clean distclean
 
@@ -23,7 +23,7 @@ help:
 	@echo "make test       setup, lint, then the test suite"
 	@echo "make lint       ruff check"
 	@echo "make demo       setup, then 'dualdiff demo'"
-	@echo "make run        setup, then 'dualdiff_bringup --config $(CONFIG)'"
+	@echo "make run        setup, then serve the models 'make demo' trained ($(MODEL_DIR))"
 	@echo "make lock       rewrite requirements/constraints.txt from the current .venv"
 	@echo "make clean      remove build products (keeps .venv)"
 	@echo "make distclean  clean, and remove .venv"
@@ -40,10 +40,12 @@ test: setup
 	$(PY) -m pytest $(PYTEST_FLAGS) test
 
 demo: setup
-	$(VENV)/bin/dualdiff demo
+	$(VENV)/bin/dualdiff demo --model-dir $(MODEL_DIR)
 
 run: setup
-	$(VENV)/bin/dualdiff_bringup --config $(CONFIG)
+	@test -f $(MODEL_DIR)/cabinet/general.safetensors || { \
+	  echo "no models in $(MODEL_DIR): run 'make demo' first (or MODEL_DIR=... make run)"; exit 2; }
+	$(VENV)/bin/dualdiff_bringup --config $(CONFIG) --model-dir $(MODEL_DIR)
 
 lock: setup
 	$(PY) scripts/write_lock.py requirements/constraints.txt
