@@ -83,3 +83,19 @@ def test_proposer_falls_back_only_when_experts_do_not_overlap(special_mean, expe
 def test_weights_validate():
     with pytest.raises(ValueError, match="weights"):
         CompositionConfig(weight_general=-1).validate(100)
+
+
+def test_paired_experts_match_two_separate_passes():
+    import torch
+
+    from dualdiff_ros.diffusion.denoisers import ConditionalMLP, PairedMLP
+
+    torch.manual_seed(0)
+    a, b = ConditionalMLP(3, 3, width=32, depth=2), ConditionalMLP(3, 3, width=32, depth=2)
+    y, t = torch.randn(16, 3), torch.randint(0, 100, (16,))
+    ca, cb = torch.randn(16, 3), torch.randn(16, 3)
+    ea, eb = PairedMLP(a, b)(y, t, ca, cb)
+    torch.testing.assert_close(ea, a(y, t, ca), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(eb, b(y, t, cb), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="same shape"):
+        PairedMLP(a, ConditionalMLP(3, 3, width=16, depth=2))

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .denoisers import PairedMLP
 from .model import DiffusionModel
 from .sampling import SamplerConfig, repeat_conditions
 
@@ -103,13 +104,17 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
     log_z = torch.full((n_c,), _log_z_prior(a, b, d), dtype=torch.float64)
     ess_min = torch.ones(n_c, dtype=torch.float64)
     cos_sum, steps, evals = torch.zeros(n_c, dtype=torch.float64), 0, 0
+    both = _both_experts(general, specialized, cg, cs)
     a_full = a
     for t, t_prev in config.sampler.timesteps(schedule):
         a = a_full if t >= config.general_min_t_fraction * schedule.num_steps else 0.0
         ab = float(schedule.alphas_cumprod[t])
         ab_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
-        es = specialized.eps(y, t, cs)
-        eg = general.eps(y, t, cg) if a else torch.zeros_like(es)  # skipped where the specialist refines alone
+        if a:
+            eg, es = both(y, t)
+        else:  # the specialist refines alone: the general is not evaluated
+            es = specialized.eps(y, t, cs)
+            eg = torch.zeros_like(es)
         evals += 2 if a else 1
         if a:
             cos_sum += torch.nn.functional.cosine_similarity(eg, es, dim=-1, eps=1e-12).double().view(n_c, k).mean(1)
@@ -131,6 +136,18 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
         y = y[idx]
     samples = general.decode_targets(np.repeat(np.asarray(conditions), k, axis=0), y).reshape(n_c, k, d)
     return Composition(samples, ess_min.numpy(), log_z.numpy(), (cos_sum / max(steps, 1)).numpy(), evals)
+
+
+def _both_experts(general: DiffusionModel, specialized: DiffusionModel, cg, cs):
+    """(eps_g, eps_s) at one step: one paired pass when the two networks share a shape, else two."""
+    try:
+        paired = PairedMLP(general.denoiser, specialized.denoiser)
+    except ValueError:
+        return lambda y, t: (general.eps(y, t, cg), specialized.eps(y, t, cs))
+
+    def run(y, t):
+        return paired(y, torch.full((len(y),), t, dtype=torch.long), cg, cs)
+    return run
 
 
 def _fk_increment(eg, es, ab, a, b):

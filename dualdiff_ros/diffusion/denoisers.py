@@ -55,6 +55,58 @@ class ConditionalMLP(nn.Module):
         return self.head(h)
 
 
+class PairedMLP:
+    """Two ConditionalMLPs of one shape run as one network: each layer is one batched matmul.
+
+    Composition evaluates the general and the specialized expert on the same noisy batch at
+    every step. Their layers are small, so each costs mostly per-op overhead; stacking the two
+    experts' weights halves the number of ops. Inference only: weights are copied at creation.
+    """
+
+    def __init__(self, a: ConditionalMLP, b: ConditionalMLP):
+        shapes = [[tuple(p.shape) for p in m.parameters()] for m in (a, b)]
+        if type(a) is not ConditionalMLP or type(b) is not ConditionalMLP or shapes[0] != shapes[1]:
+            raise ValueError("PairedMLP needs two ConditionalMLPs of the same shape")
+        self.sinusoid = a.time_embed[0]
+        self.time = self._linear(a.time_embed[1], b.time_embed[1])
+        self.input = self._linear(a.input, b.input)
+        self.blocks = [(self._norm(x[0], y[0]), self._linear(x[1], y[1]), self._linear(x[3], y[3]))
+                       for x, y in zip(a.blocks, b.blocks)]
+        self.head = (self._norm(a.head[0], b.head[0]), self._linear(a.head[2], b.head[2]))
+
+    @staticmethod
+    def _linear(la: nn.Linear, lb: nn.Linear):
+        weight = torch.stack([la.weight.detach(), lb.weight.detach()]).transpose(1, 2).contiguous()
+        return weight, torch.stack([la.bias.detach(), lb.bias.detach()]).unsqueeze(1)
+
+    @staticmethod
+    def _norm(na: nn.LayerNorm, nb: nn.LayerNorm):
+        return (torch.stack([na.weight.detach(), nb.weight.detach()]).unsqueeze(1),
+                torch.stack([na.bias.detach(), nb.bias.detach()]).unsqueeze(1), na.normalized_shape, na.eps)
+
+    @staticmethod
+    def _apply_linear(x, layer):
+        weight, bias = layer
+        return torch.baddbmm(bias, x, weight)
+
+    @staticmethod
+    def _apply_norm(x, norm):
+        weight, bias, shape, eps = norm
+        return torch.nn.functional.layer_norm(x, shape, eps=eps) * weight + bias
+
+    def __call__(self, y: torch.Tensor, t: torch.Tensor, c_a: torch.Tensor, c_b: torch.Tensor):
+        """(eps_a, eps_b) for one noisy batch y [B, d] and each model's condition [B, c]."""
+        x = torch.stack([torch.cat([y, c_a], dim=-1), torch.cat([y, c_b], dim=-1)])
+        time = self.sinusoid(t).expand(2, -1, -1)
+        h = self._apply_linear(x, self.input) + torch.nn.functional.silu(self._apply_linear(time, self.time))
+        for norm, first, second in self.blocks:
+            z = torch.nn.functional.silu(self._apply_linear(self._apply_norm(h, norm), first))
+            h = h + self._apply_linear(z, second)
+        norm, out = self.head
+        eps = self._apply_linear(torch.nn.functional.silu(self._apply_norm(h, norm)), out)
+        return eps[0], eps[1]
+
+
 class _EmbeddedInput(nn.Module):
     """The template's input: 128-d sinusoids of t (scale 1) and of each coordinate (scale 25)."""
 
