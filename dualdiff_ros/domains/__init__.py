@@ -2,8 +2,6 @@
 from .cabinet import Cabinet
 from .round_table import OVERLAP_SETTINGS, RoundTable, overlap_domain
 
-SYNTHETIC_DOMAINS = ("cabinet", "round_table")
-
 
 def get_domain(name: str):
     """A synthetic domain by name: cabinet, round_table or overlap_<setting>."""
