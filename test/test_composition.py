@@ -85,17 +85,40 @@ def test_weights_validate():
         CompositionConfig(weight_general=-1).validate(100)
 
 
-def test_paired_experts_match_two_separate_passes():
+@pytest.mark.parametrize("cond_dim", [3, 0])
+def test_stacked_experts_match_separate_passes(cond_dim):
     import torch
 
-    from dualdiff_ros.diffusion.denoisers import ConditionalMLP, PairedMLP
+    from dualdiff_ros.diffusion.denoisers import ConditionalMLP, StackedMLP
 
     torch.manual_seed(0)
-    a, b = ConditionalMLP(3, 3, width=32, depth=2), ConditionalMLP(3, 3, width=32, depth=2)
-    y, t = torch.randn(16, 3), torch.randint(0, 100, (16,))
-    ca, cb = torch.randn(16, 3), torch.randn(16, 3)
-    ea, eb = PairedMLP(a, b)(y, t, ca, cb)
-    torch.testing.assert_close(ea, a(y, t, ca), atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(eb, b(y, t, cb), atol=1e-5, rtol=1e-5)
-    with pytest.raises(ValueError, match="same shape"):
-        PairedMLP(a, ConditionalMLP(3, 3, width=16, depth=2))
+    a, b = ConditionalMLP(3, cond_dim, width=32, depth=2), ConditionalMLP(3, cond_dim, width=32, depth=2)
+    for net in (a, b):  # non-trivial norms, so a swapped weight would show
+        for p in net.parameters():
+            p.data.add_(0.1 * torch.randn_like(p))
+    y = torch.randn(16, 3)
+    ca, cb = torch.randn(16, cond_dim), torch.randn(16, cond_dim)
+    both, alone = StackedMLP(a, b).bind([ca, cb]), StackedMLP(b).bind([cb])
+    for t in (0, 37, 99):
+        tt = torch.full((16,), t)
+        ea, eb = both(y, t)
+        torch.testing.assert_close(ea, a(y, tt, ca), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(eb, b(y, tt, cb), atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(alone(y, t)[0], b(y, tt, cb), atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="one shape"):
+        StackedMLP(a, ConditionalMLP(3, cond_dim, width=16, depth=2))
+
+
+def test_noise_predictor_runs_other_architectures_one_by_one():
+    import torch
+
+    from dualdiff_ros.diffusion.model import DiffusionModel, noise_predictor
+    from dualdiff_ros.diffusion.normalizer import Normalizer
+
+    general = DiffusionModel.create({"name": "resmlp", "width": 16, "depth": 1, "embedding": 8},
+                                    NoiseSchedule("linear", 20), Normalizer([0, 0, 0], [1, 2, 3]),
+                                    Normalizer([-4, -4, 0], [6, 6, 3]), {})
+    c = torch.randn(5, general.condition_dim)
+    y = torch.randn(5, general.target_dim)
+    (eps,) = noise_predictor([general], [c])(y, 3)
+    torch.testing.assert_close(eps, general.eps(y, 3, c))

@@ -22,8 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .denoisers import PairedMLP
-from .model import DiffusionModel
+from .model import DiffusionModel, noise_predictor
 from .sampling import SamplerConfig, repeat_conditions
 
 METHODS = ("sum", "weighted", "smc")
@@ -103,70 +102,73 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
     log_w = torch.zeros(n_c, k, dtype=torch.float64)
     log_z = torch.full((n_c,), _log_z_prior(a, b, d), dtype=torch.float64)
     ess_min = torch.ones(n_c, dtype=torch.float64)
-    cos_sum, steps, evals = torch.zeros(n_c, dtype=torch.float64), 0, 0
-    both = _both_experts(general, specialized, cg, cs)
+    # Per step with both experts: their Gram matrix per particle, and (beta, 1 - alpha_bar) for its weight.
+    # Without resampling the weights are only diagnostics: they are summed up after the loop.
+    grams, betas, evals = [], [], 0
+    both, alone = noise_predictor([general, specialized], [cg, cs]), noise_predictor([specialized], [cs])
     a_full = a
     for t, t_prev in config.sampler.timesteps(schedule):
         a = a_full if t >= config.general_min_t_fraction * schedule.num_steps else 0.0
         ab = float(schedule.alphas_cumprod[t])
         ab_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
         if a:
-            eg, es = both(y, t)
+            experts = both(y, t)
+            eg, es = experts[0], experts[1]
+            grams.append(torch.einsum("ibd,jbd->bij", experts, experts))
+            beta = 1.0 - ab / ab_prev
+            betas.append((beta if beta <= config.max_weight_beta else 0.0, 1.0 - ab))
+            evals += 2
         else:  # the specialist refines alone: the general is not evaluated
-            es = specialized.eps(y, t, cs)
+            es = alone(y, t)[0]
             eg = torch.zeros_like(es)
-        evals += 2 if a else 1
-        if a:
-            cos_sum += torch.nn.functional.cosine_similarity(eg, es, dim=-1, eps=1e-12).double().view(n_c, k).mean(1)
-            steps += 1
-        beta = 1.0 - ab / ab_prev
-        if a and beta <= config.max_weight_beta:
-            log_w += beta * (_fk_increment(eg, es, ab, a, b).view(n_c, k) - (a + b - 1) * d / 2)
-        ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
+            evals += 1
         if config.method == "smc":
+            if a:
+                log_w += _log_weight_increment(grams[-1:], betas[-1:], a, b, d).view(n_c, k)
+            ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
             idx, log_w, log_z = _maybe_resample(log_w, log_z, config.resample_threshold, gen)
             y, eg, es = y[idx], eg[idx], es[idx]
         y = config.sampler.step(schedule, y, a * eg + b * es, t, t_prev, torch.randn(y.shape, generator=gen))
         if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps and a:
             y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
             evals += 2 * config.langevin_steps
+    if config.method != "smc" and grams:
+        log_w_path = torch.cumsum(_log_weight_increment(grams, betas, a_full, b, d), dim=0)
+        ess_min = _ess_fraction(log_w_path.view(-1, n_c, k)).min(0).values.clamp(max=1.0)
+        log_w = log_w_path[-1].view(n_c, k)
+    cosine = _mean_cosine(grams, n_c, k)
     log_z = log_z + torch.logsumexp(log_w, dim=1) - math.log(k)
     if config.method == "smc":
         idx, log_w, _ = _maybe_resample(log_w, log_z, 1.0 + 1e-9, gen)
         y = y[idx]
     samples = general.decode_targets(np.repeat(np.asarray(conditions), k, axis=0), y).reshape(n_c, k, d)
-    return Composition(samples, ess_min.numpy(), log_z.numpy(), (cos_sum / max(steps, 1)).numpy(), evals)
+    return Composition(samples, ess_min.numpy(), log_z.numpy(), cosine.numpy(), evals)
 
 
-def _both_experts(general: DiffusionModel, specialized: DiffusionModel, cg, cs):
-    """(eps_g, eps_s) at one step: one paired pass when the two networks share a shape, else two."""
-    try:
-        paired = PairedMLP(general.denoiser, specialized.denoiser)
-    except ValueError:
-        return lambda y, t: (general.eps(y, t, cg), specialized.eps(y, t, cs))
-
-    def run(y, t):
-        return paired(y, torch.full((len(y),), t, dtype=torch.long), cg, cs)
-    return run
-
-
-def _fk_increment(eg, es, ab, a, b):
-    """Feynman-Kac log-weight rate for sampling p_g^a p_s^b with the weighted score.
+def _log_weight_increment(grams: list, betas: list, a: float, b: float, d: int) -> torch.Tensor:
+    """Feynman-Kac log-weight increments [steps, particles] for sampling p_g^a p_s^b with the weighted score.
 
     From the VP Fokker-Planck equation of each noised marginal: the weighted-score SDE
     misses a*b*<s_g, s_s> + (a^2 - a)/2 |s_g|^2 + (b^2 - b)/2 |s_s|^2 - (a + b - 1) d / 2
-    per unit of beta (the last term, the same for every particle, is added by the caller
-    and matters only for the overlap estimate). For a = b = 1 the particle-dependent part
-    is <s_g, s_s> (../shared/notes/composition.md).
+    per unit of beta (the last term, the same for every particle, matters only for the
+    overlap estimate). For a = b = 1 the particle-dependent part is <s_g, s_s>
+    (../shared/notes/composition.md). `grams` holds the noise predictions' Gram matrix per
+    particle and step (s = -eps / sqrt(1 - alpha_bar)); `betas` holds (beta, 1 - alpha_bar)
+    per step, beta = 0 for steps whose weights are skipped.
     """
-    var = 1.0 - ab
-    sg, ss = (-eg / math.sqrt(var)).double(), (-es / math.sqrt(var)).double()
-    inc = a * b * (sg * ss).sum(-1)
-    if a != 1.0:
-        inc = inc + (a * a - a) / 2 * (sg * sg).sum(-1)
-    if b != 1.0:
-        inc = inc + (b * b - b) / 2 * (ss * ss).sum(-1)
-    return inc
+    gram = torch.stack(grams).double()                          # [steps, particles, 2, 2]
+    beta, var = torch.tensor(betas, dtype=torch.float64).unsqueeze(-1).unbind(1)
+    rate = a * b * gram[..., 0, 1] + (a * a - a) / 2 * gram[..., 0, 0] + (b * b - b) / 2 * gram[..., 1, 1]
+    return beta * (rate / var - (a + b - 1) * d / 2)
+
+
+def _mean_cosine(grams: list, n_c: int, k: int) -> torch.Tensor:
+    """Mean cosine between the two experts' noise predictions per condition, over steps and particles."""
+    if not grams:
+        return torch.zeros(n_c, dtype=torch.float64)
+    gram = torch.stack(grams).double()
+    cos = gram[..., 0, 1] / (gram[..., 0, 0] * gram[..., 1, 1]).sqrt().clamp_min(1e-12)
+    return cos.view(len(grams), n_c, k).mean((0, 2))
 
 
 def _log_z_prior(a: float, b: float, d: int) -> float:

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .denoisers import build_denoiser
+from .denoisers import StackedMLP, build_denoiser
 from .normalizer import Normalizer
 from .schedules import NoiseSchedule
 
@@ -88,6 +88,20 @@ class DiffusionModel:
         """Noise prediction at integer step t for a batch (normalized space)."""
         tt = torch.full((len(y_t),), t, dtype=torch.long)
         return self.denoiser(y_t, tt, c_norm)
+
+
+def noise_predictor(models: list[DiffusionModel], conditions: list[torch.Tensor]):
+    """A function (y, t) -> eps of each model [n_models, B, d] for fixed normalized conditions.
+
+    Models whose networks are ConditionalMLPs of one shape run as one StackedMLP (one batched
+    matmul per layer, time embeddings and condition projections computed once); any other
+    architecture runs its own forward pass per model.
+    """
+    try:
+        stacked = StackedMLP(*(m.denoiser for m in models)).bind(conditions)
+    except ValueError:
+        return lambda y, t: torch.stack([m.eps(y, t, c) for m, c in zip(models, conditions)])
+    return stacked
 
 
 def model_space_targets(conditions, targets, relative: bool) -> np.ndarray:

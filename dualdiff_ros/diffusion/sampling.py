@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .model import DiffusionModel
+from .model import DiffusionModel, noise_predictor
 from .schedules import ddim_step, ddpm_step
 
 
@@ -29,6 +29,7 @@ class SamplerConfig:
             raise ValueError(f"sampler steps={self.steps} must be in 0..{num_train_steps}")
         if not 0 <= self.eta <= 1:
             raise ValueError(f"eta={self.eta} must be in [0, 1]")
+
 
     def timesteps(self, schedule) -> list[tuple[int, int]]:
         """(t, t_prev) pairs from noise to data; t_prev = -1 marks the final clean step."""
@@ -62,8 +63,9 @@ def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
     gen = torch.Generator().manual_seed(int(seed))
     c = repeat_conditions(model, conditions, num_samples)
     y = torch.randn((len(c), model.target_dim), generator=gen)
+    predict = noise_predictor([model], [c])
     for t, t_prev in sampler.timesteps(model.schedule):
-        eps = model.eps(y, t, c)
+        eps = predict(y, t)[0]
         y = sampler.step(model.schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen))
     out = model.decode_targets(np.repeat(np.asarray(conditions), num_samples, axis=0), y)
     return out.reshape(len(conditions), num_samples, model.target_dim)
