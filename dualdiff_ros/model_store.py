@@ -69,6 +69,9 @@ class Recipe:
     # Fine-tune only rank-r updates of each layer (0 = every weight). Rank 8 measured best on
     # the cabinet, 3 seeds: accuracy/coverage 0.971/0.904 vs 0.960/0.877 for a full fine-tune.
     fine_tune_lora_rank: int = 8
+    # How the served proposer should compose this domain's models, stored in the general prior's
+    # metadata (composition.serving_composition); {} = the product's defaults.
+    serving: dict = field(default_factory=dict)
 
 
 def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,
@@ -79,6 +82,8 @@ def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, reci
                                   Normalizer.fit(local), Normalizer.fit(conditions),
                                   {"domain": domain, "role": "general"}, recipe.relative_targets)
     train(model, conditions, targets, replace(recipe.general, seed=seed, progress=progress))
+    if recipe.serving:
+        model.metadata["serving"] = dict(recipe.serving)
     calibrate_plausibility(model, conditions, targets, seed)
     return model
 

@@ -80,6 +80,18 @@ def test_proposer_falls_back_only_when_experts_do_not_overlap(special_mean, expe
     assert 0 <= out.diagnostics["general_agreement"] <= 1
 
 
+@pytest.mark.parametrize("hint,passes", [(None, 2 * 65 + 35), (0.0, 200), (0.5, 2 * 50 + 50)])
+def test_proposer_guides_as_long_as_the_priors_recipe_says(hint, passes):
+    schedule = NoiseSchedule("cosine", 100)
+    general, special = gaussian_model([0.0], [0.5], schedule), gaussian_model([0.2], [0.3], schedule)
+    if hint is not None:
+        general.metadata["serving"] = {"general_min_t_fraction": hint}
+    out = Proposer(sampler=EXACT_SAMPLER).propose(general, special, np.zeros(0), 8, "joint", seed=1)
+    assert out.diagnostics["model_evaluations"] == passes
+    fixed = Proposer(composition=CompositionConfig(method="sum", general_min_t_fraction=0.0), sampler=EXACT_SAMPLER)
+    assert fixed.propose(general, special, np.zeros(0), 8, "joint", seed=1).diagnostics["model_evaluations"] == 200
+
+
 def test_weights_validate():
     with pytest.raises(ValueError, match="weights"):
         CompositionConfig(weight_general=-1).validate(100)

@@ -17,7 +17,7 @@ the experts' noise predictions.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -38,7 +38,8 @@ class CompositionConfig:
     langevin_steps: int = 0              # ULA corrector steps per noise level (0 = none)
     langevin_snr: float = 0.1            # corrector step size, Song et al.'s signal-to-noise rule
     langevin_min_t_fraction: float = 0.2  # correct only at levels t >= this fraction of T
-    general_min_t_fraction: float = 0.0  # below this fraction of T the specialized model refines alone
+    general_min_t_fraction: float | None = 0.0  # below this fraction of T the specialized model refines
+                                                # alone; None: the general prior's `serving` metadata says
     max_weight_beta: float = 0.1         # skip FK weights of larger-beta steps: near-pure noise, where
                                          # one coarse step (cosine: up to 0.999) would blow the weights up
 
@@ -53,6 +54,9 @@ class CompositionConfig:
             raise ValueError(f"resample_threshold={self.resample_threshold} must be in (0, 1]")
         if self.langevin_steps < 0:
             raise ValueError(f"langevin_steps={self.langevin_steps} must be >= 0")
+        if self.general_min_t_fraction is not None and not 0 <= self.general_min_t_fraction <= 1:
+            raise ValueError(f"general_min_t_fraction={self.general_min_t_fraction} must be in [0, 1] "
+                             "(or unset: the general prior's recommendation)")
         self.sampler.validate(num_train_steps)
 
 
@@ -83,10 +87,26 @@ def check_compatible(general: DiffusionModel, specialized: DiffusionModel):
                          f"specialized {specialized.condition_dim}")
 
 
+DEFAULT_GENERAL_MIN_T_FRACTION = 0.35
+
+
+def serving_composition(config: CompositionConfig, general: DiffusionModel) -> CompositionConfig:
+    """`config` with an unset general_min_t_fraction taken from the general prior's metadata.
+
+    Where the prior should stop guiding depends on the domain (measured, docs/RESULTS.md): the
+    recipe that trains a prior records its measured best under metadata["serving"]; priors
+    without one get DEFAULT_GENERAL_MIN_T_FRACTION.
+    """
+    if config.general_min_t_fraction is not None:
+        return config
+    hint = general.metadata.get("serving", {}).get("general_min_t_fraction", DEFAULT_GENERAL_MIN_T_FRACTION)
+    return replace(config, general_min_t_fraction=float(hint))
+
+
 @torch.inference_mode()
 def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, num_samples: int,
             config: CompositionConfig | None = None, seed: int = 0) -> Composition:
-    config = config or CompositionConfig()
+    config = serving_composition(config or CompositionConfig(), general)
     check_compatible(general, specialized)
     schedule = general.schedule
     config.validate(schedule.num_steps)

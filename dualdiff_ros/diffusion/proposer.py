@@ -52,9 +52,11 @@ def default_composition() -> CompositionConfig:
     """The served product: both experts at high and mid noise, the specialist refines alone.
 
     Measured best on the synthetic domains (docs/RESULTS.md): an exact product of two
-    learned densities doubles the blur where their edges coincide and loses coverage.
+    learned densities doubles the blur where their edges coincide and loses coverage. Where
+    the general prior stops guiding is left to the prior's recipe (`serving_composition`):
+    0.35 of T by default, 0 (the plain sum throughout) for navigate-to.
     """
-    return CompositionConfig(method="sum", general_min_t_fraction=0.35)
+    return CompositionConfig(method="sum", general_min_t_fraction=None)
 
 
 @dataclass

@@ -128,9 +128,10 @@ class PlacementProposalNode(Node):
                 "Answer a joint request from the general prior while no specialized model exists.")
         declare(self, "composition.method", "sum", "How the two experts are composed.",
                 choices=COMPOSITION_METHODS)
-        declare(self, "composition.general_min_t_fraction", 0.35,
-                "Below this fraction of the noise schedule the specialized model refines alone.",
-                float_range=(0.0, 1.0))
+        declare(self, "composition.general_min_t_fraction", -1.0,
+                "Below this fraction of the noise schedule the specialized model refines alone; "
+                "-1 = what the general prior's recipe measured best (0.35; 0 for navigate_to).",
+                float_range=(-1.0, 1.0))
         declare(self, "composition.weight_general", 1.0, "Exponent of the general prior in the product.",
                 float_range=(0.0, 10.0))
         declare(self, "composition.weight_specialized", 1.0, "Exponent of the specialized model.",
@@ -169,7 +170,7 @@ class PlacementProposalNode(Node):
             weight_specialized=float(values["composition.weight_specialized"]), sampler=sampler,
             resample_threshold=float(values["composition.resample_threshold"]),
             langevin_steps=int(values["composition.langevin_steps"]),
-            general_min_t_fraction=float(values["composition.general_min_t_fraction"]))
+            general_min_t_fraction=_unset_if_negative(values["composition.general_min_t_fraction"]))
         policy = FallbackPolicy(enabled=bool(values["fallback.enabled"]),
                                 min_agreement=float(values["fallback.min_agreement"]),
                                 fallback_mode=values["fallback.mode"])
@@ -363,6 +364,11 @@ class PlacementProposalNode(Node):
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_publisher.publish(array)
+
+
+def _unset_if_negative(value: float) -> float | None:
+    """Parameters cannot be None: a negative fraction means "let the model decide"."""
+    return None if float(value) < 0 else float(value)
 
 
 def main(args=None) -> int:
