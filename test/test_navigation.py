@@ -57,14 +57,24 @@ def test_train_navigation_models_writes_loadable_checkpoints(tmp_path, data_dir)
     general, specialized = store.load_general("navigate_to"), store.load_specialized("navigate_to")
     assert versions["general"] == general.metadata["version"] and specialized.metadata["recipe"] == "quick"
     assert specialized.metadata["method"] == "fine_tune" and general.condition_dim == 10
+    assert general.metadata["serving"] == {"general_min_t_fraction": 0.0}  # the placement service's plain sum
     targets = sample(specialized, np.array([[5.0, 5.0, 0.4, 0.4, 0.0, 0.0, 8.0, 8.0, 0.0, 1.0]]), 4)
     assert targets.shape == (1, 4, 2) and np.isfinite(targets).all()
+
+
+def test_a_study_of_some_configurations_trains_only_their_models(tmp_path, data_dir):
+    settings = navigation.NavigationSettings.quick(data_dir=str(data_dir), configurations=("general", "ring"))
+    result = navigation.run_navigation_study(tmp_path, settings)
+    assert {r["configuration"] for r in result["rows"]} == {"general", "ring"}
+    store = ModelStore(tmp_path / "models")
+    assert store.general_path("navigate_to").is_file() and not store.specialized_path("navigate_to").exists()
 
 
 def test_command_line_options_reach_the_settings(tmp_path):
     parser = navigation.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--quick", "--output", str(tmp_path), "--seeds", "3", "4", "--num-states", "7",
-                              "--samples-per-state", "5"])
+                              "--samples-per-state", "5", "--configs", "proposer", "ring"])
     settings = navigation.settings_from_args(args)
     assert settings.seeds == (3, 4) and settings.num_states == 7 and settings.samples_per_state == 5
+    assert settings.configurations == ("proposer", "ring")
     assert settings.data_dir == str(tmp_path / "data") and settings.general_tasks == 100

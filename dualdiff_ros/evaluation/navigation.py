@@ -78,7 +78,7 @@ class NavigationSettings:
                         general=TrainConfig(epochs=8, batch_size=256, lr=2e-3, description="general"),
                         specialized=TrainConfig(epochs=40, batch_size=32, lr=2e-3, description="specialized"),
                         fine_tune=TrainConfig(epochs=20, batch_size=32, lr=5e-4, description="fine-tune"),
-                        fine_tune_lora_rank=0)
+                        fine_tune_lora_rank=0, serving=navigation_recipe().serving)
         settings = cls(general_tasks=100, train_tasks=6, test_tasks=8, num_states=12, samples_per_state=8,
                        seeds=(0,), plot_states=1, plot_samples=12, latency_states=1, recipe=recipe)
         return replace(settings, **overrides)
