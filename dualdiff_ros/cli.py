@@ -51,7 +51,7 @@ def _benchmark(args) -> int:
     from .evaluation.service_benchmark import run_service_benchmark
     overrides = {"sampler.method": args.sampler_method, "sampler.steps": args.sampler_steps}
     run_service_benchmark(args.model_dir, args.output, requests=args.requests, clients=args.clients,
-                          num_samples=args.num_samples, overrides=overrides)
+                          num_samples=args.num_samples, overrides=overrides, mode=args.mode)
     return 0
 
 
@@ -110,6 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-samples", type=int, default=32)
     p.add_argument("--sampler-method", default="ddpm", choices=["ddpm", "ddim"], help="the node's sampler.method")
     p.add_argument("--sampler-steps", type=int, default=0, help="the node's sampler.steps (DDIM; 0 = all)")
+    p.add_argument("--mode", default="joint", choices=["joint", "general", "specialized"], help="request mode")
     p.set_defaults(func=_benchmark)
 
     p = sub.add_parser("propose", help="call /dualdiff/propose_placements of running nodes once")

@@ -1,7 +1,7 @@
 """`dualdiff benchmark`: latency and throughput of /dualdiff/propose_placements over real DDS.
 
 Starts the nodes in this process (as `make run` does), then measures
-- latency p50 / p99 of sequential joint cabinet requests (32 proposals each),
+- latency p50 / p99 of sequential cabinet requests (joint by default, 32 proposals each),
 - requests per second with `clients` concurrent client nodes.
 Writes benchmark.json and benchmark.md to the output folder.
 """
@@ -21,7 +21,7 @@ DOMAIN, STATE = "cabinet", (1.0, 2.0, 0.5)
 
 
 def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clients: int = 8,
-                          num_samples: int = 32, overrides: dict | None = None) -> dict:
+                          num_samples: int = 32, overrides: dict | None = None, mode: str = "joint") -> dict:
     import rclpy
     from rclpy.context import Context
 
@@ -42,9 +42,9 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
             raise RuntimeError("the placement service did not come up")
         pool[0].wait_until_ready(DOMAIN, STATE)
         for _ in range(10):  # warm-up: first calls pay for allocation and discovery
-            pool[0].propose(DOMAIN, STATE, num_samples, "joint")
-        latencies = _sequential(pool[0], requests, num_samples)
-        throughput = _concurrent(pool, requests, num_samples)
+            pool[0].propose(DOMAIN, STATE, num_samples, mode)
+        latencies = _sequential(pool[0], requests, num_samples, mode)
+        throughput = _concurrent(pool, requests, num_samples, mode)
     finally:
         for c in pool:
             c.close()
@@ -54,7 +54,7 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "request": {"domain": DOMAIN, "mode": "joint", "num_samples": num_samples},
+        "request": {"domain": DOMAIN, "mode": mode, "num_samples": num_samples},
         "sequential_requests": requests,
         "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
                        "mean": float(np.mean(latencies))},
@@ -71,24 +71,24 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
     return result
 
 
-def _sequential(client, requests: int, num_samples: int) -> list[float]:
+def _sequential(client, requests: int, num_samples: int, mode: str) -> list[float]:
     latencies = []
     for i in range(requests):
         t0 = time.perf_counter()
-        reply = client.propose(DOMAIN, STATE, num_samples, "joint", seed=i + 1)
+        reply = client.propose(DOMAIN, STATE, num_samples, mode, seed=i + 1)
         latencies.append(1e3 * (time.perf_counter() - t0))
         if reply.result != 0:
             raise RuntimeError(f"request failed: {reply.message}")
     return latencies
 
 
-def _concurrent(pool, requests: int, num_samples: int) -> float:
+def _concurrent(pool, requests: int, num_samples: int, mode: str) -> float:
     per_client = max(1, requests // len(pool))
     failures = []
 
     def work(client, offset):
         for i in range(per_client):
-            if client.propose(DOMAIN, STATE, num_samples, "joint", seed=offset + i + 1).result != 0:
+            if client.propose(DOMAIN, STATE, num_samples, mode, seed=offset + i + 1).result != 0:
                 failures.append(offset + i)
 
     threads = [threading.Thread(target=work, args=(c, k * per_client)) for k, c in enumerate(pool)]
