@@ -35,7 +35,7 @@ def _experiment(args) -> int:
         settings.seeds = tuple(args.seeds)
     if args.test_conditions:
         settings.test_conditions = args.test_conditions
-    result = run_study(args.study, args.output, settings)
+    result = run_study(args.study, args.output, settings, only=args.configs)
     print((Path(args.output) / "results.md").read_text())
     print(f"wrote {args.output}/results.json, results.md and plots in {result['seconds']} s")
     return 0
@@ -83,6 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", default="full", choices=RECIPES, help="model size and training length")
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--test-conditions", type=int, default=0, help="held-out conditions (default: 1000)")
+    p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
+                   help="only these configurations (default: all; see docs/RESULTS.md for the names)")
     p.set_defaults(func=_experiment)
 
     from .evaluation import bench2d, navigation
@@ -108,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--num-samples", type=int, default=32)
-    p.add_argument("--sampler-method", default="ddpm", choices=["ddpm", "ddim"], help="the node's sampler.method")
-    p.add_argument("--sampler-steps", type=int, default=0, help="the node's sampler.steps (DDIM; 0 = all)")
+    p.add_argument("--sampler-method", default="ddpm", choices=["ddpm", "ddim", "dpm_solver"],
+                   help="the node's sampler.method")
+    p.add_argument("--sampler-steps", type=int, default=0, help="the node's sampler.steps (DDIM, DPM-Solver; 0 = all)")
     p.add_argument("--mode", default="joint", choices=["joint", "general", "specialized"], help="request mode")
     p.set_defaults(func=_benchmark)
 

@@ -7,6 +7,7 @@ LoRA fine-tuned models for seeds 10 and 11, then samples each variant for held-o
 conditions x 10 and prints accuracy and coverage (as `dualdiff experiment`). Variants:
   ddpm | ddpmL              ancestral DDPM, posterior / beta_t variance, every step
   ddim<N> | ddim<N>e<eta>   DDIM with N steps and eta (default 1)
+  dpm<N>                    SDE-DPM-Solver++(2M) with N steps
   ..._g<f>                  general prior guides only above f*T (default: the recipe's)
   ft_<sampler>              the fine-tuned model alone instead of the proposer
 """
@@ -56,6 +57,8 @@ def parse_variant(name: str) -> tuple[bool, Proposer]:
         elif part.startswith("ddim"):
             steps, _, eta = part[4:].partition("e")
             sampler.method, sampler.steps, sampler.eta = "ddim", int(steps), float(eta or 1.0)
+        elif part.startswith("dpm"):
+            sampler.method, sampler.steps = "dpm_solver", int(part[3:])
         elif part.startswith("g"):
             composition.general_min_t_fraction = float(part[1:])
         else:

@@ -53,6 +53,14 @@ def test_cli_rejects_unknown_study(capsys):
     assert "invalid choice" in capsys.readouterr().err
 
 
+def test_cli_runs_only_the_named_configurations(tmp_path, capsys):
+    assert main(["experiment", "cabinet", "--quick", "--output", str(tmp_path), "--configs", "oracle", "proposer"]) == 0
+    rows = json.loads((tmp_path / "results.json").read_text())["rows"]
+    assert {r["configuration"] for r in rows} == {"oracle", "proposer"}
+    with pytest.raises(ValueError, match="unknown configuration.*'joint'"):
+        run_study("cabinet", tmp_path, StudySettings.quick(), only=["proposr"])
+
+
 def test_summary_reports_mean_and_sd():
     from dualdiff_ros.evaluation.experiments import summarize
     rows = [{"domain": "d", "configuration": "c", "accuracy": a, "coverage": 0.5, "recall": 0.5,

@@ -2,6 +2,7 @@
 import pytest
 import torch
 
+from dualdiff_ros.diffusion.sampling import SamplerConfig
 from dualdiff_ros.diffusion.schedules import NoiseSchedule, ddim_step, ddpm_step
 
 diffusers = pytest.importorskip("diffusers")
@@ -53,6 +54,31 @@ def test_ddim_steps_match_diffusers(eta):
         y = ddim_step(ours, y, eps, t, t_prev, eta, noise)
         y_ref = ref.step(torch.sin(y_ref * (i + 1)), t, y_ref, eta=eta, variance_noise=noise).prev_sample
     torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("num_inference_steps", [20, 25])
+def test_dpm_solver_matches_diffusers_sde_dpmsolver_plus_plus(num_inference_steps):
+    """A whole trajectory of the 2nd-order multistep SDE solver, first and final steps included."""
+    ours = NoiseSchedule("linear", 100)
+    ref = diffusers.DPMSolverMultistepScheduler(num_train_timesteps=100, beta_start=ours.beta_start,
+                                                beta_end=ours.beta_end, algorithm_type="sde-dpmsolver++",
+                                                solver_order=2)
+    ref.set_timesteps(num_inference_steps)
+    sampler = SamplerConfig(method="dpm_solver", steps=num_inference_steps, clip=None)
+    pairs = sampler.timesteps(ours)
+    assert [int(t) for t in ref.timesteps] == [t for t, _ in pairs]
+    def eps(y, t, i):  # the exact noise prediction for data N(0, 0.5^2), perturbed per step
+        ab = float(ours.alphas_cumprod[t])
+        return (1 - ab) ** 0.5 * y / (0.25 * ab + 1 - ab) + 0.05 * torch.sin(y * (i + 1))
+
+    gen = torch.Generator().manual_seed(0)
+    y = torch.randn(8, 2, generator=gen, dtype=torch.float64)
+    y_ref, memory = y.clone(), {}
+    for i, (t, t_prev) in enumerate(pairs):
+        noise = torch.randn(y.shape, generator=gen, dtype=torch.float64)
+        y = sampler.step(ours, y, eps(y, t, i), t, t_prev, noise, memory)
+        y_ref = ref.step(eps(y_ref, t, i), t, y_ref, variance_noise=noise).prev_sample
+        torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)  # diffusers keeps its schedule in float32
 
 
 def test_bad_schedule_names_the_choices():

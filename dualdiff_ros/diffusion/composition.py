@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from .model import DiffusionModel, noise_predictor
-from .sampling import SamplerConfig, repeat_conditions
+from .sampling import SamplerConfig, reorder_memory, repeat_conditions
 
 METHODS = ("sum", "weighted", "smc")
 
@@ -124,7 +124,7 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
     ess_min = torch.ones(n_c, dtype=torch.float64)
     # Per step with both experts: their Gram matrix per particle, and (beta, 1 - alpha_bar) for its weight.
     # Without resampling the weights are only diagnostics: they are summed up after the loop.
-    grams, betas, evals = [], [], 0
+    grams, betas, evals, memory = [], [], 0, {}
     both, alone = noise_predictor([general, specialized], [cg, cs]), noise_predictor([specialized], [cs])
     a_full = a
     for t, t_prev in config.sampler.timesteps(schedule):
@@ -148,7 +148,8 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
             ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
             idx, log_w, log_z = _maybe_resample(log_w, log_z, config.resample_threshold, gen)
             y, eg, es = y[idx], eg[idx], es[idx]
-        y = config.sampler.step(schedule, y, a * eg + b * es, t, t_prev, torch.randn(y.shape, generator=gen))
+            reorder_memory(memory, idx)
+        y = config.sampler.step(schedule, y, a * eg + b * es, t, t_prev, torch.randn(y.shape, generator=gen), memory)
         if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps and a:
             y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
             evals += 2 * config.langevin_steps

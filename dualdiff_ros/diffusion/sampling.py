@@ -1,4 +1,4 @@
-"""Drawing samples from one model: ancestral DDPM or DDIM, for many conditions at once."""
+"""Drawing samples from one model: ancestral DDPM, DDIM or SDE-DPM-Solver++, for many conditions at once."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -7,15 +7,21 @@ import numpy as np
 import torch
 
 from .model import DiffusionModel, noise_predictor
-from .schedules import ddim_step, ddpm_step
+from .schedules import ddim_step, ddpm_step, dpm_solver_step
+
+METHODS = ("ddpm", "ddim", "dpm_solver")
 
 
 @dataclass
 class SamplerConfig:
-    """Which reverse process to run. DDIM with eta > 0 stays stochastic (needed for products)."""
+    """Which reverse process to run. DDIM with eta > 0 stays stochastic (needed for products).
 
-    method: str = "ddpm"       # "ddpm" or "ddim"
-    steps: int = 0             # DDIM inference steps; 0 = all of the schedule's steps
+    "dpm_solver" is the stochastic second-order multistep solver (SDE-DPM-Solver++ 2M): with
+    25 steps it keeps the spread that strided DDPM/DDIM steps lose (docs/RESULTS.md, section 3).
+    """
+
+    method: str = "ddpm"       # "ddpm", "ddim" or "dpm_solver"
+    steps: int = 0             # DDIM / DPM-Solver inference steps; 0 = all of the schedule's steps
     eta: float = 1.0           # DDIM stochasticity (0 = deterministic)
     variance: str = "small"    # DDPM variance: "small" (posterior) or "large" (beta_t)
     # Bound on the predicted clean sample, normalized units (the general data spans [-1, 1]): a safety
@@ -23,8 +29,8 @@ class SamplerConfig:
     clip: float | None = 10.0
 
     def validate(self, num_train_steps: int):
-        if self.method not in ("ddpm", "ddim"):
-            raise ValueError(f"sampler method {self.method!r}: use 'ddpm' or 'ddim'")
+        if self.method not in METHODS:
+            raise ValueError(f"sampler method {self.method!r}: use one of {METHODS}")
         if not 0 <= self.steps <= num_train_steps:
             raise ValueError(f"sampler steps={self.steps} must be in 0..{num_train_steps}")
         if not 0 <= self.eta <= 1:
@@ -35,14 +41,28 @@ class SamplerConfig:
         """(t, t_prev) pairs from noise to data; t_prev = -1 marks the final clean step."""
         if self.method == "ddpm":
             ts = list(range(schedule.num_steps - 1, -1, -1))
-        else:
+        elif self.method == "ddim":
             ts = schedule.ddim_timesteps(self.steps or schedule.num_steps)
+        else:
+            ts = schedule.linspace_timesteps(self.steps or schedule.num_steps)
         return list(zip(ts, ts[1:] + [-1]))
 
-    def step(self, schedule, y, eps, t, t_prev, noise):
+    def step(self, schedule, y, eps, t, t_prev, noise, memory: dict | None = None):
+        """One reverse step. `memory` (one dict per sampling run) carries a multistep solver's history."""
         if self.method == "ddpm":
             return ddpm_step(schedule, y, eps, t, noise, self.variance, self.clip)
-        return ddim_step(schedule, y, eps, t, t_prev, self.eta, noise, self.clip)
+        if self.method == "ddim":
+            return ddim_step(schedule, y, eps, t, t_prev, self.eta, noise, self.clip)
+        memory = {} if memory is None else memory
+        y, memory["history"] = dpm_solver_step(schedule, y, eps, t, t_prev, noise, memory.get("history"), self.clip)
+        return y
+
+
+def reorder_memory(memory: dict, index: torch.Tensor) -> None:
+    """Keep a multistep solver's history with its particles when SMC resamples them."""
+    if memory.get("history") is not None:
+        y0, lam = memory["history"]
+        memory["history"] = (y0[index], lam)
 
 
 def repeat_conditions(model: DiffusionModel, conditions, num_samples: int) -> torch.Tensor:
@@ -63,9 +83,9 @@ def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
     gen = torch.Generator().manual_seed(int(seed))
     c = repeat_conditions(model, conditions, num_samples)
     y = torch.randn((len(c), model.target_dim), generator=gen)
-    predict = noise_predictor([model], [c])
+    predict, memory = noise_predictor([model], [c]), {}
     for t, t_prev in sampler.timesteps(model.schedule):
         eps = predict(y, t)[0]
-        y = sampler.step(model.schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen))
+        y = sampler.step(model.schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen), memory)
     out = model.decode_targets(np.repeat(np.asarray(conditions), num_samples, axis=0), y)
     return out.reshape(len(conditions), num_samples, model.target_dim)

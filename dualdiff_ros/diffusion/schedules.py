@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 SCHEDULES = ("linear", "cosine")
@@ -58,12 +59,23 @@ class NoiseSchedule:
     def eps_from_score(self, score: torch.Tensor, t: int) -> torch.Tensor:
         return -score * math.sqrt(1.0 - float(self.alphas_cumprod[t]))
 
+    def linspace_timesteps(self, num_inference_steps: int) -> list[int]:
+        """Timesteps of the DPM-Solver sampler, as diffusers' DPMSolverMultistepScheduler ("linspace")."""
+        return _linspace_timesteps(self.num_steps, num_inference_steps)
+
     def ddim_timesteps(self, num_inference_steps: int) -> list[int]:
         """Evenly spaced ("leading") timesteps, high to low, as diffusers' DDIMScheduler."""
         if not 1 <= num_inference_steps <= self.num_steps:
             raise ValueError(f"num_inference_steps={num_inference_steps} must be in 1..{self.num_steps}")
         ratio = self.num_steps // num_inference_steps
         return [i * ratio for i in range(num_inference_steps)][::-1]
+
+
+def _linspace_timesteps(num_steps: int, num_inference_steps: int) -> list[int]:
+    """Diffusers' "linspace" spacing: from T - 1 down; the step after the last one reaches the clean sample."""
+    if not 1 <= num_inference_steps <= num_steps:
+        raise ValueError(f"num_inference_steps={num_inference_steps} must be in 1..{num_steps}")
+    return [int(t) for t in np.linspace(0, num_steps - 1, num_inference_steps + 1).round()[::-1][:-1]]
 
 
 def _cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:
@@ -120,3 +132,32 @@ def ddim_step(schedule: NoiseSchedule, y_t: torch.Tensor, eps: torch.Tensor, t: 
     if sigma > 0 and noise is not None:
         y_prev = y_prev + sigma * noise
     return y_prev
+
+
+def dpm_solver_step(schedule: NoiseSchedule, y_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
+                    noise: torch.Tensor | None, history: tuple | None = None, clip: float | None = None):
+    """SDE-DPM-Solver++(2M) step from t to t_prev (Lu et al. 2022; diffusers' "sde-dpmsolver++", midpoint).
+
+    Returns (y_prev, history for the next step). The first-order step is exactly the DDPM
+    posterior step between t and t_prev; the second order corrects the predicted clean
+    sample with its change since the previous step (`history`), which is what lets large
+    strides keep the spread of the samples. t_prev < 0 returns the predicted clean sample.
+    """
+    ab = float(schedule.alphas_cumprod[t])
+    alpha_s, sigma_s = math.sqrt(ab), math.sqrt(1 - ab)
+    lam_s = math.log(alpha_s / sigma_s)
+    y0 = predicted_clean(y_t, eps, ab, clip)
+    if t_prev < 0:
+        return y0, (y0, lam_s)
+    ab_prev = float(schedule.alphas_cumprod[t_prev])
+    alpha_t, sigma_t = math.sqrt(ab_prev), math.sqrt(1 - ab_prev)
+    h = math.log(alpha_t / sigma_t) - lam_s
+    target = y0
+    if history is not None:
+        y0_before, lam_before = history
+        target = y0 + (0.5 * h / (lam_s - lam_before)) * (y0 - y0_before)
+    decay = math.exp(-2.0 * h)
+    y_prev = (sigma_t / sigma_s * math.exp(-h)) * y_t + (alpha_t * (1 - decay)) * target
+    if noise is not None:
+        y_prev = y_prev + (sigma_t * math.sqrt(1 - decay)) * noise
+    return y_prev, (y0, lam_s)

@@ -194,6 +194,9 @@ def run_study(study: str, output: str | Path, settings: StudySettings | None = N
     if study not in STUDIES:
         raise ValueError(f"unknown study {study!r}: use one of {STUDIES}")
     settings = settings or StudySettings()
+    unknown = sorted(set(only or ()) - set(configurations()))
+    if unknown:
+        raise ValueError(f"unknown configuration(s) {unknown}: use some of {sorted(configurations())}")
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
     domains = ([get_domain(f"overlap_{s}") for s in OVERLAP_SETTINGS] if study == "overlap"

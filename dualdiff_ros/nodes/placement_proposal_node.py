@@ -29,6 +29,7 @@ from ..diffusion.checkpoint import CheckpointError, load_checkpoint, read_header
 from ..diffusion.composition import METHODS as COMPOSITION_METHODS
 from ..diffusion.composition import CompositionConfig
 from ..diffusion.proposer import MODES, FallbackPolicy, Proposer
+from ..diffusion.sampling import METHODS as SAMPLER_METHODS
 from ..diffusion.sampling import SamplerConfig
 from ..domains import SERVED_DOMAINS
 from ..model_store import ModelStore, check_task
@@ -140,7 +141,8 @@ class PlacementProposalNode(Node):
                 int_range=(0, 100))
         declare(self, "composition.resample_threshold", 0.5, "SMC resamples when ESS/K falls below this.",
                 float_range=(0.01, 1.0))
-        declare(self, "sampler.method", "ddpm", "Reverse process.", choices=("ddpm", "ddim"))
+        declare(self, "sampler.method", "ddpm", "Reverse process: ddpm, ddim or dpm_solver (SDE-DPM-Solver++ 2M).",
+                choices=SAMPLER_METHODS)
         declare(self, "sampler.steps", 0, "DDIM steps (0 = every step of the model's schedule).",
                 int_range=(0, 10000))
         declare(self, "sampler.eta", 1.0, "DDIM stochasticity (0 = deterministic).", float_range=(0.0, 1.0))

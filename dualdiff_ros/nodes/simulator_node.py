@@ -26,6 +26,7 @@ from .. import sim
 from ..diffusion.checkpoint import CheckpointError
 from ..diffusion.composition import METHODS as COMPOSITION_METHODS
 from ..diffusion.proposer import MODES, Proposer, default_composition
+from ..diffusion.sampling import METHODS as SAMPLER_METHODS
 from ..diffusion.sampling import SamplerConfig
 from ..model_store import ModelStore
 from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
@@ -34,7 +35,7 @@ from .common import SCENE_MARKERS_TOPIC, TRAIN_HINT, check_choices, declare, lat
 NODE_NAME = "simulator_node"
 DOMAIN = "navigate_to"
 EVALUATION_MODES = (*MODES, "ring")
-CHOICES = {"composition.method": COMPOSITION_METHODS, "sampler.method": ("ddpm", "ddim")}
+CHOICES = {"composition.method": COMPOSITION_METHODS, "sampler.method": SAMPLER_METHODS}
 HELD_OUT_SEED = 1  # the specialized (ball) data's seed; held-out tasks follow its training tasks
 
 
