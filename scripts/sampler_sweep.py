@@ -3,7 +3,8 @@
     .venv/bin/python scripts/sampler_sweep.py cabinet ddpm,ddim50,ddim25 [--conditions 300]
 
 Trains (once, cached under runs/sampler_sweep/<domain>/<seed>/) demo-recipe general and
-LoRA fine-tuned models for seeds 10 and 11, then samples each variant for held-out
+LoRA fine-tuned models for seeds 10 and 11 (or --seeds: 0 1 2 with --conditions 1000 repeats
+the `proposer` row of `dualdiff experiment` exactly: same data, models and noise), then samples each variant for held-out
 conditions x 10 and prints accuracy and coverage (as `dualdiff experiment`). Variants:
   ddpm | ddpmL              ancestral DDPM, posterior / beta_t variance, every step
   ddim<N> | ddim<N>e<eta>   DDIM with N steps and eta (default 1)
@@ -26,7 +27,7 @@ from dualdiff_ros.evaluation import experiments, metrics
 from dualdiff_ros.model_store import train_general, train_specialized
 from dualdiff_ros.recipes import recipe
 
-SEEDS = (10, 11)
+VALIDATION_SEEDS = (10, 11)
 
 
 def trained_models(domain, seed: int, root: Path) -> dict:
@@ -73,10 +74,11 @@ def main() -> int:
     parser.add_argument("variants", help="comma-separated variant names")
     parser.add_argument("--conditions", type=int, default=300)
     parser.add_argument("--cache", default="runs/sampler_sweep")
+    parser.add_argument("--seeds", type=int, nargs="+", default=list(VALIDATION_SEEDS))
     args = parser.parse_args()
     torch.set_num_threads(1)
     domain, results = get_domain(args.domain), {}
-    for seed in SEEDS:
+    for seed in args.seeds:
         models = trained_models(domain, seed, Path(args.cache))
         conditions = domain.sample_conditions(args.conditions, np.random.default_rng(seed * 100 + 3))
         ref_c = np.repeat(conditions, 10, axis=0)

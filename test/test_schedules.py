@@ -81,6 +81,12 @@ def test_dpm_solver_matches_diffusers_sde_dpmsolver_plus_plus(num_inference_step
         torch.testing.assert_close(y, y_ref, rtol=1e-4, atol=1e-5)  # diffusers keeps its schedule in float32
 
 
+@pytest.mark.parametrize("n", [1, 7, 99, 100])
+def test_dpm_solver_timesteps_descend_without_repeats(n):
+    ts = NoiseSchedule("linear", 100).linspace_timesteps(n)
+    assert ts[0] == 99 and all(a > b for a, b in zip(ts, ts[1:]))  # a repeat would divide by a zero step
+
+
 def test_bad_schedule_names_the_choices():
     with pytest.raises(ValueError, match="linear"):
         NoiseSchedule("quadratic", 100)

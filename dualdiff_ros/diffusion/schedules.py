@@ -75,7 +75,8 @@ def _linspace_timesteps(num_steps: int, num_inference_steps: int) -> list[int]:
     """Diffusers' "linspace" spacing: from T - 1 down; the step after the last one reaches the clean sample."""
     if not 1 <= num_inference_steps <= num_steps:
         raise ValueError(f"num_inference_steps={num_inference_steps} must be in 1..{num_steps}")
-    return [int(t) for t in np.linspace(0, num_steps - 1, num_inference_steps + 1).round()[::-1][:-1]]
+    spaced = np.linspace(0, num_steps - 1, num_inference_steps + 1).round()[::-1][:-1]
+    return list(dict.fromkeys(int(t) for t in spaced))  # rounding can repeat a step when N ~ T
 
 
 def _cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:

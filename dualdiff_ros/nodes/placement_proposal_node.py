@@ -143,7 +143,7 @@ class PlacementProposalNode(Node):
                 float_range=(0.01, 1.0))
         declare(self, "sampler.method", "ddpm", "Reverse process: ddpm, ddim or dpm_solver (SDE-DPM-Solver++ 2M).",
                 choices=SAMPLER_METHODS)
-        declare(self, "sampler.steps", 0, "DDIM steps (0 = every step of the model's schedule).",
+        declare(self, "sampler.steps", 0, "DDIM / DPM-Solver steps (0 = every step of the model's schedule).",
                 int_range=(0, 10000))
         declare(self, "sampler.eta", 1.0, "DDIM stochasticity (0 = deterministic).", float_range=(0.0, 1.0))
         declare(self, "fallback.enabled", True, "Fall back to one expert when the two do not overlap.")

@@ -52,7 +52,7 @@ class SimulatorNode(Node):
                 "(the rest of the composition is the placement service's default).",
                 choices=CHOICES["composition.method"])
         declare(self, "sampler.method", "ddpm", "Reverse process.", choices=CHOICES["sampler.method"])
-        declare(self, "sampler.steps", 0, "DDIM steps (0 = all of the schedule's).", int_range=(0, 10000))
+        declare(self, "sampler.steps", 0, "DDIM / DPM-Solver steps (0 = all of the schedule's).", int_range=(0, 10000))
         declare(self, "scene_seed", 0, "Seed of the scene shown on /dualdiff/scene_markers.", int_range=(0, 2**31 - 1))
         declare(self, "scene_task", 0, "Task index of the scene shown.", int_range=(0, 1_000_000))
         declare(self, "marker_frame", "map", "frame_id of the scene markers.")
