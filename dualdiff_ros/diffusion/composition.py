@@ -54,6 +54,9 @@ class CompositionConfig:
             raise ValueError(f"resample_threshold={self.resample_threshold} must be in (0, 1]")
         if self.langevin_steps < 0:
             raise ValueError(f"langevin_steps={self.langevin_steps} must be >= 0")
+        if self.method == "smc" and self.sampler.method != "ddpm" and 0 < self.sampler.steps < num_train_steps:
+            raise ValueError(f"composition method 'smc' with sampler.steps={self.sampler.steps}: the SMC weights "
+                             "are exact only step by step; use sampler.steps 0 (every step) or method 'sum'")
         if self.general_min_t_fraction is not None and not 0 <= self.general_min_t_fraction <= 1:
             raise ValueError(f"general_min_t_fraction={self.general_min_t_fraction} must be in [0, 1] "
                              "(or unset: the general prior's recommendation)")
