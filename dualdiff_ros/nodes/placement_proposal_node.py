@@ -329,7 +329,13 @@ class PlacementProposalNode(Node):
 
     # ---- what others see ---------------------------------------------------------------------
     def _publish_markers(self, response) -> None:
-        """RViz: clear the last proposals, then one sphere per proposal, red (low) to green (high score)."""
+        """RViz: clear the last proposals, then one sphere per proposal, red (low) to green (high score).
+
+        Building a marker per proposal costs about as much as the service call itself, so it is
+        skipped while nobody subscribes.
+        """
+        if self.marker_publisher.get_subscription_count() == 0:
+            return
         frame = self.get_parameter("marker_frame").value
         scale = float(self.get_parameter("marker_scale").value)
         stamp = self.get_clock().now().to_msg()
