@@ -159,3 +159,19 @@ def test_noise_predictor_runs_other_architectures_one_by_one():
     y = torch.randn(5, general.target_dim)
     (eps,) = noise_predictor([general], [c])(y, 3)
     torch.testing.assert_close(eps, general.eps(y, 3, c))
+
+
+def test_joint_plausibility_check_equals_one_model_at_a_time():
+    from dualdiff_ros.diffusion.model import DiffusionModel
+    from dualdiff_ros.diffusion.normalizer import Normalizer
+    from dualdiff_ros.diffusion.proposer import denoising_error, denoising_errors
+
+    def model():
+        return DiffusionModel.create({"name": "mlp", "width": 16, "depth": 1}, NoiseSchedule("linear", 20),
+                                     Normalizer([0, 0, 0], [1, 2, 3]), Normalizer([-4, -4, 0], [6, 6, 3]), {})
+    a, b = model(), model()
+    targets = np.random.default_rng(0).uniform(0, 1, (12, 3))
+    both = denoising_errors([a, b], [1.0, 2.0, 0.5], targets, seed=4)
+    for m, err in zip((a, b), both):
+        np.testing.assert_allclose(err, denoising_error(m, [1.0, 2.0, 0.5], targets, seed=4), rtol=1e-5)
+    assert not np.allclose(both[0], both[1])

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from .composition import CompositionConfig, compose
-from .model import DiffusionModel
+from .model import DiffusionModel, noise_predictor
 from .sampling import SamplerConfig, repeat_conditions, sample
 
 MODES = ("joint", "general", "specialized")
@@ -81,8 +81,7 @@ class Proposer:
             return Proposals(targets, -denoising_error(model, cond, targets, seed), mode)
         comp = compose(general, specialized, cond, num_samples, self.composition, seed)
         targets = comp.samples[0]
-        err_g = denoising_error(general, cond, targets, seed)
-        err_s = denoising_error(specialized, cond, targets, seed)
+        err_g, err_s = denoising_errors([general, specialized], cond, targets, seed)
         agreement = general_agreement(general, err_g)
         diag = {"ess_fraction": float(comp.ess_fraction[0]), "log_overlap": float(comp.log_overlap[0]),
                 "score_cosine": float(comp.score_cosine[0]), "model_evaluations": comp.model_evaluations,
@@ -97,13 +96,19 @@ class Proposer:
         return Proposals(targets, -(err_g + err_s) / 2, "joint", "", diag)
 
 
-@torch.inference_mode()
 def denoising_error(model: DiffusionModel, condition, targets: np.ndarray, seed: int = 0) -> np.ndarray:
     """Squared error of the model's noise prediction for each target, noised to CHECK_FRACTION of T.
 
     A target the model finds typical is easy to denoise; one outside its support is not.
     `condition` is one row (shared) or one row per target.
     """
+    return denoising_errors([model], condition, targets, seed)[0]
+
+
+@torch.inference_mode()
+def denoising_errors(models: list[DiffusionModel], condition, targets: np.ndarray, seed: int = 0) -> list[np.ndarray]:
+    """`denoising_error` of several composable models (one schedule, one target space) in one batched pass."""
+    model = models[0]
     targets = np.asarray(targets, dtype=np.float64)
     cond = np.asarray(condition, dtype=np.float64).reshape(-1, model.condition_dim) if model.condition_dim \
         else np.zeros((len(targets), 0))
@@ -114,8 +119,9 @@ def denoising_error(model: DiffusionModel, condition, targets: np.ndarray, seed:
     t = max(1, int(CHECK_FRACTION * model.schedule.num_steps))
     noise = torch.randn(y0.shape, generator=gen)
     y_t = model.schedule.add_noise(y0, noise, torch.full((len(y0),), t))
-    c = repeat_conditions(model, cond, 1) if model.condition_dim else torch.zeros(len(y0), 0)
-    return ((model.eps(y_t, t, c) - noise) ** 2).sum(-1).numpy().astype(np.float32)
+    conditions = [repeat_conditions(m, cond, 1) if m.condition_dim else torch.zeros(len(y0), 0) for m in models]
+    eps = noise_predictor(models, conditions)(y_t, t)
+    return list(((eps - noise) ** 2).sum(-1).numpy().astype(np.float32))
 
 
 def calibrate_plausibility(model: DiffusionModel, conditions, targets, seed: int = 0, limit: int = 4096) -> dict:
