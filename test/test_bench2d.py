@@ -25,6 +25,7 @@ def test_seed_and_ours_families_are_separate_rows():
     seed = configs["baseline"].schedule
     assert seed == {"kind": "linear", "num_steps": 100, "beta_start": 1e-4, "beta_end": 0.02}
     assert configs["dual_expert_div0.1"].architecture["diversity_weight"] == 0.1
+    assert configs["ours_wide_large_variance"].sampler().variance == "large"
     assert all(c.sampler().clip is None for c in configs.values())  # raw units reach +-4: no [-1.5, 1.5] clip
 
 

@@ -121,6 +121,9 @@ def bench_configs(max_steps: int | None = None) -> dict[str, BenchConfig]:
         BenchConfig("ours_baseline", {"name": "resmlp"}, DDPM_SCHEDULE, "ours"),
         BenchConfig("ours_baseline_wide", wide, DDPM_SCHEDULE, "ours"),
         BenchConfig("ours_dual_expert", dual, DDPM_SCHEDULE, "ours"),
+        # Ho et al.'s other reverse variance, beta_t: right for spread-out data (a Gaussian), where the
+        # posterior variance ("small", right for point masses such as dino's tiny clusters) is too narrow.
+        BenchConfig("ours_wide_large_variance", wide, SEED_SCHEDULE, "ours", variance="large"),
     ]
     if max_steps:
         configs = [replace(c, schedule={**c.schedule, "num_steps": min(c.schedule["num_steps"], max_steps)})
