@@ -147,7 +147,7 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
             evals += 1
         if config.method == "smc":
             if a:
-                log_w += _log_weight_increment(grams[-1:], betas[-1:], a, b, d).view(n_c, k)
+                log_w += _log_weight_increment(grams[-1].unsqueeze(0), betas[-1:], a, b, d).view(n_c, k)
             ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
             idx, log_w, log_z = _maybe_resample(log_w, log_z, config.resample_threshold, gen)
             y, eg, es = y[idx], eg[idx], es[idx]
@@ -156,11 +156,12 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
         if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps and a:
             y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
             evals += 2 * config.langevin_steps
+    gram = torch.stack(grams) if grams else None  # [steps with both experts, particles, 2, 2]
     if config.method != "smc" and grams:
-        log_w_path = torch.cumsum(_log_weight_increment(grams, betas, a_full, b, d), dim=0)
+        log_w_path = torch.cumsum(_log_weight_increment(gram, betas, a_full, b, d), dim=0)
         ess_min = _ess_fraction(log_w_path.view(-1, n_c, k)).min(0).values.clamp(max=1.0)
         log_w = log_w_path[-1].view(n_c, k)
-    cosine = _mean_cosine(grams, n_c, k)
+    cosine = _mean_cosine(gram, n_c, k) if grams else torch.zeros(n_c, dtype=torch.float64)
     log_z = log_z + torch.logsumexp(log_w, dim=1) - math.log(k)
     if config.method == "smc":
         idx, log_w, _ = _maybe_resample(log_w, log_z, 1.0 + 1e-9, gen)
@@ -169,30 +170,28 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
     return Composition(samples, ess_min.numpy(), log_z.numpy(), cosine.numpy(), evals)
 
 
-def _log_weight_increment(grams: list, betas: list, a: float, b: float, d: int) -> torch.Tensor:
+def _log_weight_increment(gram: torch.Tensor, betas: list, a: float, b: float, d: int) -> torch.Tensor:
     """Feynman-Kac log-weight increments [steps, particles] for sampling p_g^a p_s^b with the weighted score.
 
     From the VP Fokker-Planck equation of each noised marginal: the weighted-score SDE
     misses a*b*<s_g, s_s> + (a^2 - a)/2 |s_g|^2 + (b^2 - b)/2 |s_s|^2 - (a + b - 1) d / 2
     per unit of beta (the last term, the same for every particle, matters only for the
     overlap estimate). For a = b = 1 the particle-dependent part is <s_g, s_s>
-    (../shared/notes/composition.md). `grams` holds the noise predictions' Gram matrix per
-    particle and step (s = -eps / sqrt(1 - alpha_bar)); `betas` holds (beta, 1 - alpha_bar)
-    per step, beta = 0 for steps whose weights are skipped.
+    (../shared/notes/composition.md). `gram` [steps, particles, 2, 2] holds the noise predictions'
+    Gram matrix per particle and step (s = -eps / sqrt(1 - alpha_bar)); `betas` holds
+    (beta, 1 - alpha_bar) per step, beta = 0 for steps whose weights are skipped.
     """
-    gram = torch.stack(grams).double()                          # [steps, particles, 2, 2]
+    gram = gram.double()
     beta, var = torch.tensor(betas, dtype=torch.float64).unsqueeze(-1).unbind(1)
     rate = a * b * gram[..., 0, 1] + (a * a - a) / 2 * gram[..., 0, 0] + (b * b - b) / 2 * gram[..., 1, 1]
     return beta * (rate / var - (a + b - 1) * d / 2)
 
 
-def _mean_cosine(grams: list, n_c: int, k: int) -> torch.Tensor:
+def _mean_cosine(gram: torch.Tensor, n_c: int, k: int) -> torch.Tensor:
     """Mean cosine between the two experts' noise predictions per condition, over steps and particles."""
-    if not grams:
-        return torch.zeros(n_c, dtype=torch.float64)
-    gram = torch.stack(grams).double()
+    gram = gram.double()
     cos = gram[..., 0, 1] / (gram[..., 0, 0] * gram[..., 1, 1]).sqrt().clamp_min(1e-12)
-    return cos.view(len(grams), n_c, k).mean((0, 2))
+    return cos.view(len(gram), n_c, k).mean((0, 2))
 
 
 def _log_z_prior(a: float, b: float, d: int) -> float:
