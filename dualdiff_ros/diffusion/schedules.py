@@ -60,8 +60,11 @@ class NoiseSchedule:
         return -score * math.sqrt(1.0 - float(self.alphas_cumprod[t]))
 
     def linspace_timesteps(self, num_inference_steps: int) -> list[int]:
-        """Timesteps of the DPM-Solver sampler, as diffusers' DPMSolverMultistepScheduler ("linspace")."""
-        return _linspace_timesteps(self.num_steps, num_inference_steps)
+        """DPM-Solver timesteps, diffusers' "linspace" spacing: T - 1 down; the last step reaches the clean sample."""
+        if not 1 <= num_inference_steps <= self.num_steps:
+            raise ValueError(f"num_inference_steps={num_inference_steps} must be in 1..{self.num_steps}")
+        spaced = np.linspace(0, self.num_steps - 1, num_inference_steps + 1).round()[::-1][:-1]
+        return list(dict.fromkeys(int(t) for t in spaced))  # rounding can repeat a step when N ~ T
 
     def ddim_timesteps(self, num_inference_steps: int) -> list[int]:
         """Evenly spaced ("leading") timesteps, high to low, as diffusers' DDIMScheduler."""
@@ -69,14 +72,6 @@ class NoiseSchedule:
             raise ValueError(f"num_inference_steps={num_inference_steps} must be in 1..{self.num_steps}")
         ratio = self.num_steps // num_inference_steps
         return [i * ratio for i in range(num_inference_steps)][::-1]
-
-
-def _linspace_timesteps(num_steps: int, num_inference_steps: int) -> list[int]:
-    """Diffusers' "linspace" spacing: from T - 1 down; the step after the last one reaches the clean sample."""
-    if not 1 <= num_inference_steps <= num_steps:
-        raise ValueError(f"num_inference_steps={num_inference_steps} must be in 1..{num_steps}")
-    spaced = np.linspace(0, num_steps - 1, num_inference_steps + 1).round()[::-1][:-1]
-    return list(dict.fromkeys(int(t) for t in spaced))  # rounding can repeat a step when N ~ T
 
 
 def _cosine_betas(num_steps: int, max_beta: float = 0.999) -> torch.Tensor:

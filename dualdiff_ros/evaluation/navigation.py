@@ -392,11 +392,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def settings_from_args(args) -> NavigationSettings:
     settings = NavigationSettings.quick() if args.quick else NavigationSettings()
     changes = {"data_dir": args.data_dir or str(Path(args.output) / "data"), "progress": args.progress}
-    for key in ("seeds", "num_states", "samples_per_state", "general_tasks", "configs"):
-        value = getattr(args, key, None)
+    for key in ("seeds", "num_states", "samples_per_state", "general_tasks"):
+        value = getattr(args, key)
         if value is not None:
-            changes["configurations" if key == "configs" else key] = tuple(value) if key in ("seeds", "configs") \
-                else value
+            changes[key] = tuple(value) if key == "seeds" else value
+    if args.configs is not None:
+        changes["configurations"] = tuple(args.configs)
     if args.general_epochs is not None:
         general = replace(settings.recipe.general, epochs=args.general_epochs)
         changes["recipe"] = replace(settings.recipe, general=general)
