@@ -132,8 +132,8 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
     a_full = a
     for t, t_prev in config.sampler.timesteps(schedule):
         a = a_full if t >= config.general_min_t_fraction * schedule.num_steps else 0.0
-        ab = float(schedule.alphas_cumprod[t])
-        ab_prev = float(schedule.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
+        ab = schedule.alpha_bar(t)
+        ab_prev = schedule.alpha_bar(t_prev)
         if a:
             experts = both(y, t)
             eg, es = experts[0], experts[1]
@@ -225,7 +225,7 @@ def _maybe_resample(log_w, log_z, threshold, gen):
 
 def _langevin(general, specialized, y, t, cg, cs, a, b, config, gen):
     """Unadjusted Langevin steps on the weighted score at level t (Song et al.'s step-size rule)."""
-    var = 1.0 - float(general.schedule.alphas_cumprod[t])
+    var = 1.0 - general.schedule.alpha_bar(t)
     for _ in range(config.langevin_steps):
         score = -(a * general.eps(y, t, cg) + b * specialized.eps(y, t, cs)) / math.sqrt(var)
         z = torch.randn(y.shape, generator=gen)

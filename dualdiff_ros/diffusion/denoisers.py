@@ -63,7 +63,8 @@ class StackedMLP:
     - stacks the experts' weights, so every layer of every expert is one batched matmul
       (composition evaluates the general and the specialized expert at every step);
     - precomputes the time embedding of every integer step once;
-    - projects the condition once per batch (`bind`): it does not change between steps.
+    - projects the condition once per batch (`bind`): it does not change between steps;
+    - folds each block's LayerNorm affine into the linear layer after it.
     The result equals each network's own forward pass (test_composition checks it).
     """
 
@@ -78,7 +79,7 @@ class StackedMLP:
             weight_in, self.bias_in = self._linear([m.input for m in nets])
             self.target_dim = nets[0].head[2].out_features
             self.weight_y, self.weight_c = weight_in[:, :self.target_dim], weight_in[:, self.target_dim:]
-            self.blocks = [(self._norm([m.blocks[i][0] for m in nets]), self._linear([m.blocks[i][1] for m in nets]),
+            self.blocks = [(self._normed_linear([m.blocks[i][0] for m in nets], [m.blocks[i][1] for m in nets]),
                             self._linear([m.blocks[i][3] for m in nets])) for i in range(len(nets[0].blocks))]
             self.head = (self._norm([m.head[0] for m in nets]), self._linear([m.head[2] for m in nets]))
         self.size = len(nets)
@@ -87,6 +88,13 @@ class StackedMLP:
     def _linear(layers):
         weight = torch.stack([la.weight.detach() for la in layers]).transpose(1, 2).contiguous()
         return weight, torch.stack([la.bias.detach() for la in layers]).unsqueeze(1)
+
+    @classmethod
+    def _normed_linear(cls, norms, layers):
+        """A LayerNorm's affine folded into the linear layer after it: (x*g + b) W + c = x (g W) + (b W + c)."""
+        weight, bias = cls._linear(layers)
+        gain, shift, shape, eps = cls._norm(norms)
+        return weight * gain.transpose(1, 2), torch.baddbmm(bias, shift, weight), shape, eps
 
     @staticmethod
     def _norm(norms):
@@ -106,11 +114,11 @@ class StackedMLP:
         @torch.inference_mode()
         def run(y: torch.Tensor, t: int) -> torch.Tensor:
             h = torch.baddbmm(base + self.time[:, t:t + 1], y.expand(self.size, -1, -1), self.weight_y)
-            for (nw, nb, shape, eps), (w1, b1), (w2, b2) in self.blocks:
-                z = silu(torch.baddbmm(b1, layer_norm(h, shape, eps=eps) * nw + nb, w1))
-                h = torch.baddbmm(h, z, w2) + b2
+            for (w1, b1, shape, eps), (w2, b2) in self.blocks:
+                z = silu(torch.baddbmm(b1, layer_norm(h, shape, eps=eps), w1), inplace=True)
+                h = torch.baddbmm(h, z, w2).add_(b2)
             (nw, nb, shape, eps), (w, b) = self.head
-            return torch.baddbmm(b, silu(layer_norm(h, shape, eps=eps) * nw + nb), w)
+            return torch.baddbmm(b, silu(torch.addcmul(nb, layer_norm(h, shape, eps=eps), nw), inplace=True), w)
         return run
 
 
