@@ -71,3 +71,13 @@ def test_quick_run_writes_every_output(tmp_path, restore_threads):
     # Resuming with the same settings reuses the finished runs instead of training again.
     assert main([*argv, "--resume"]) == 0
     assert len(json.loads((tmp_path / "results.json").read_text())["runs"]) == 2
+
+
+def test_cli_runs_without_a_threads_option(tmp_path, restore_threads):
+    # The sub-command's --threads must not shadow `dualdiff --threads` with None (it crashed).
+    from dualdiff_ros.cli import main as dualdiff
+    argv = ["bench-2d", "--quick", "--output", str(tmp_path), "--datasets", "moons", "--configs",
+            "ours_matched_start", "--no-progress"]
+    assert dualdiff(argv) == 0 and torch.get_num_threads() == 1
+    (run,) = json.loads((tmp_path / "results.json").read_text())["runs"]
+    assert run["config"] == "ours_matched_start" and np.isfinite(run["kl"])

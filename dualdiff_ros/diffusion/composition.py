@@ -60,6 +60,9 @@ class CompositionConfig:
         if self.general_min_t_fraction is not None and not 0 <= self.general_min_t_fraction <= 1:
             raise ValueError(f"general_min_t_fraction={self.general_min_t_fraction} must be in [0, 1] "
                              "(or unset: the general prior's recommendation)")
+        if self.sampler.start != "noise":
+            raise ValueError(f"sampler start {self.sampler.start!r} applies to one model; a composition starts "
+                             "from noise (use start 'noise')")
         self.sampler.validate(num_train_steps)
 
 

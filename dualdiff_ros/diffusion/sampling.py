@@ -1,6 +1,7 @@
 """Drawing samples from one model: ancestral DDPM, DDIM or SDE-DPM-Solver++, for many conditions at once."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -10,6 +11,7 @@ from .model import DiffusionModel, noise_predictor
 from .schedules import ddim_step, ddpm_step, dpm_solver_step
 
 METHODS = ("ddpm", "ddim", "dpm_solver")
+STARTS = ("noise", "matched")
 
 
 @dataclass
@@ -28,6 +30,12 @@ class SamplerConfig:
     # Bound on the predicted clean sample, normalized units (the general data spans [-1, 1]): a safety
     # net against the cosine schedule's first steps (beta ~ 0.999) amplifying a bad eps; None = off.
     clip: float | None = 10.0
+    # Where the reverse chain starts. "noise": N(0, I), right when alpha_bar_T ~ 0 (every schedule
+    # this product trains with). "matched": the forward process's own marginal at T for Gaussian data
+    # with the training targets' mean and covariance, N(sqrt(ab_T) mu, ab_T Sigma + (1 - ab_T) I).
+    # It matters for schedules that stop short of noise: the DualDiff template's (ab_T = 0.37)
+    # starts its chain far too narrow, which is most of its KL on line (docs/dualdiff-2d.md).
+    start: str = "noise"
 
     def validate(self, num_train_steps: int):
         if self.method not in METHODS:
@@ -36,6 +44,8 @@ class SamplerConfig:
             raise ValueError(f"sampler steps={self.steps} must be in 0..{num_train_steps}")
         if not 0 <= self.eta <= 1:
             raise ValueError(f"eta={self.eta} must be in [0, 1]")
+        if self.start not in STARTS:
+            raise ValueError(f"sampler start {self.start!r}: use one of {STARTS}")
 
     def timesteps(self, schedule) -> list[tuple[int, int]]:
         """(t, t_prev) pairs from noise to data; t_prev = -1 marks the final clean step."""
@@ -71,6 +81,29 @@ def repeat_conditions(model: DiffusionModel, conditions, num_samples: int) -> to
     return c.repeat_interleave(num_samples, dim=0)
 
 
+def target_moments(y: torch.Tensor) -> dict:
+    """Mean and covariance of normalized training targets [n, d], as JSON-ready lists."""
+    y = y.double()
+    cov = torch.cov(y.T).reshape(y.shape[1], y.shape[1]) if len(y) > 1 else torch.zeros(y.shape[1], y.shape[1])
+    return {"mean": y.mean(0).tolist(), "cov": cov.tolist()}
+
+
+def initial_sample(model: DiffusionModel, n: int, start: str, gen: torch.Generator) -> torch.Tensor:
+    """n draws of y_T for the reverse chain (see SamplerConfig.start)."""
+    z = torch.randn((n, model.target_dim), generator=gen)
+    if start == "noise":
+        return z
+    moments = model.metadata.get("target_moments")
+    if moments is None:
+        raise ValueError("sampler start 'matched' needs the training targets' moments, which this model's "
+                         "metadata lacks (trained before they were recorded): retrain it, or use start 'noise'")
+    ab = model.schedule.alpha_bar(model.schedule.num_steps - 1)
+    mean = math.sqrt(ab) * torch.tensor(moments["mean"], dtype=torch.float64)
+    cov = ab * torch.tensor(moments["cov"], dtype=torch.float64) + (1 - ab) * torch.eye(model.target_dim,
+                                                                                       dtype=torch.float64)
+    return (mean + z.double() @ torch.linalg.cholesky(cov).T).float()
+
+
 @torch.inference_mode()
 def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
            sampler: SamplerConfig | None = None) -> np.ndarray:
@@ -82,7 +115,7 @@ def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
     sampler.validate(model.schedule.num_steps)
     gen = torch.Generator().manual_seed(int(seed))
     c = repeat_conditions(model, conditions, num_samples)
-    y = torch.randn((len(c), model.target_dim), generator=gen)
+    y = initial_sample(model, len(c), sampler.start, gen)
     predict, memory = noise_predictor([model], [c]), {}
     for t, t_prev in sampler.timesteps(model.schedule):
         eps = predict(y, t)[0]

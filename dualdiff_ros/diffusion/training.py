@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from .lora import add_lora, merge_lora
 from .model import DiffusionModel
+from .sampling import target_moments
 
 
 @dataclass
@@ -78,6 +79,8 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     y_all = model.encode_targets(conditions, targets)
+    # Recorded once, from the data a model is first trained on (a fine-tune keeps its prior's).
+    model.metadata.setdefault("target_moments", target_moments(y_all))
     if model.condition_dim:
         c_all = model.normalize_conditions(conditions)
     else:

@@ -1,0 +1,70 @@
+"""The reverse chain's start: N(0, I), or the forward marginal at T matched to the data's moments."""
+import numpy as np
+import pytest
+import torch
+
+from dualdiff_ros.diffusion.analytic import gaussian_model
+from dualdiff_ros.diffusion.composition import CompositionConfig, compose
+from dualdiff_ros.diffusion.model import DiffusionModel
+from dualdiff_ros.diffusion.normalizer import Normalizer
+from dualdiff_ros.diffusion.sampling import SamplerConfig, sample
+from dualdiff_ros.diffusion.schedules import NoiseSchedule
+from dualdiff_ros.diffusion.training import TrainConfig, train
+
+# The DualDiff template's schedule: it stops at alpha_bar_T = 0.37, far from noise.
+SHORT = NoiseSchedule("linear", 100, 1e-4, 0.02)
+MEAN, STD = np.array([2.0, -1.0]), np.array([2.0, 0.5])
+
+
+def exact_model():
+    model = gaussian_model(MEAN, STD, SHORT)
+    model.metadata["target_moments"] = {"mean": MEAN.tolist(), "cov": np.diag(STD**2).tolist()}
+    return model
+
+
+def draw(model, start, n=20_000):
+    return sample(model, np.zeros((1, 0)), n, seed=3, sampler=SamplerConfig(start=start, clip=None))[0]
+
+
+def test_matched_start_recovers_the_data_where_the_noise_start_cannot():
+    assert SHORT.alpha_bar(SHORT.num_steps - 1) > 0.3
+    model = exact_model()
+    matched, noise = draw(model, "matched"), draw(model, "noise")
+    np.testing.assert_allclose(matched.mean(0), MEAN, atol=0.05)
+    np.testing.assert_allclose(matched.std(0), STD, rtol=0.03)
+    # With exact noise predictions the only error left is the start: N(0, I) is far too narrow
+    # and centred wrongly for this schedule.
+    assert np.abs(noise.std(0) - STD).max() > 0.3 and np.abs(noise.mean(0) - MEAN).max() > 0.3
+
+
+def test_matched_start_equals_noise_start_when_the_schedule_reaches_noise():
+    model = gaussian_model(MEAN, STD, NoiseSchedule("linear", 100))  # alpha_bar_T ~ 2e-5
+    model.metadata["target_moments"] = {"mean": MEAN.tolist(), "cov": np.diag(STD**2).tolist()}
+    np.testing.assert_allclose(draw(model, "matched", 2000), draw(model, "noise", 2000), atol=0.05)
+
+
+def test_training_records_the_targets_moments_in_model_space():
+    torch.manual_seed(0)
+    data = np.random.default_rng(0).normal([1.0, 3.0], [0.5, 2.0], size=(4000, 2))
+    norm = Normalizer.fit(data)
+    model = DiffusionModel.create({"name": "mlp", "width": 16, "depth": 1}, SHORT, norm, None)
+    train(model, None, data, TrainConfig(steps=2, batch_size=64, progress=False))
+    moments = model.metadata["target_moments"]
+    y = norm.normalize(data)
+    np.testing.assert_allclose(moments["mean"], y.mean(0), atol=1e-6)
+    np.testing.assert_allclose(moments["cov"], np.cov(y.T), atol=1e-6)
+
+
+def test_matched_start_without_moments_names_the_fix():
+    model = gaussian_model(MEAN, STD, SHORT)
+    with pytest.raises(ValueError, match="retrain it, or use start 'noise'"):
+        draw(model, "matched", 10)
+    with pytest.raises(ValueError, match="use one of"):
+        draw(model, "middle", 10)
+
+
+def test_composition_refuses_a_matched_start():
+    model = exact_model()
+    config = CompositionConfig(method="sum", sampler=SamplerConfig(start="matched"))
+    with pytest.raises(ValueError, match="a composition starts from noise"):
+        compose(model, model, np.zeros((1, 0)), 4, config)
