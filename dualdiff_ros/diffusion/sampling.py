@@ -89,7 +89,7 @@ def target_moments(y: torch.Tensor) -> dict:
 
 
 def initial_sample(model: DiffusionModel, n: int, start: str, gen: torch.Generator) -> torch.Tensor:
-    """N draws of y_T for the reverse chain (see SamplerConfig.start)."""
+    """Draw n starting points y_T for the reverse chain (see SamplerConfig.start)."""
     z = torch.randn((n, model.target_dim), generator=gen)
     if start == "noise":
         return z
