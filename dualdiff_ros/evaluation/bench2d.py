@@ -8,9 +8,11 @@ is not confused with "more parameters".
 
 Configurations come in two families, kept as separate rows:
 - "seed": the paper's exact setting (linear beta 1e-4..0.02 with T=100, raw data units).
-- "ours": the same networks with a schedule that actually reaches N(0, I) at T; the seed
-  schedule stops at alpha_bar_T = 0.37, so its sampler starts far from the noise it assumes.
-  "ours_cosine_*" uses the cosine schedule (T = 100), "ours_*" the DDPM paper's T = 1000.
+- "ours": the seed schedule stops at alpha_bar_T = 0.37, so its sampler starts far from the
+  noise it assumes. Two ways out: a schedule that reaches N(0, I) at T ("ours_cosine_*": cosine,
+  T = 100; "ours_baseline", "ours_baseline_wide", "ours_dual_expert": the DDPM paper's T = 1000),
+  or the seed schedule with the chain started from its own marginal at T ("*_matched_start").
+  Plus "ours_wide_large_variance", the seed setting with the beta_t reverse variance.
 """
 from __future__ import annotations
 
