@@ -4,8 +4,8 @@
 
 Trains (once, cached under runs/sampler_sweep/<domain>/<seed>/) demo-recipe general and
 LoRA fine-tuned models for seeds 10 and 11 (or --seeds: 0 1 2 with --conditions 1000 repeats
-the `proposer` row of `dualdiff experiment` exactly: same data, models and noise), then samples each variant for held-out
-conditions x 10 and prints accuracy and coverage (as `dualdiff experiment`). Variants:
+the `proposer` row of `dualdiff experiment` exactly: same data, models and noise), then samples
+each variant for held-out conditions x 10 and prints accuracy and coverage (as `dualdiff experiment`). Variants:
   ddpm | ddpmL              ancestral DDPM, posterior / beta_t variance, every step
   ddim<N> | ddim<N>e<eta>   DDIM with N steps and eta (default 1)
   dpm<N>                    SDE-DPM-Solver++(2M) with N steps
