@@ -38,8 +38,8 @@ class NoiseSchedule:
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
-        # Python floats for the sampling loop: indexing a tensor costs ~10 us a lookup, and a
-        # reverse step needs several (measured: a fifth of a 100-step request's time).
+        # Python floats for the sampling loop: every tensor lookup is an indexing op plus a
+        # conversion (a few microseconds), and each reverse step needs several.
         self._betas = betas.tolist()
         self._alpha_bars = self.alphas_cumprod.tolist()
 
