@@ -37,7 +37,6 @@ class NoiseSchedule:
         self.betas = betas
         self.alphas = 1.0 - betas
         self.alphas_cumprod = torch.cumprod(self.alphas, dim=0)
-        self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         # Python floats for the sampling loop: every tensor lookup is an indexing op plus a
         # conversion (a few microseconds), and each reverse step needs several.
         self._betas = betas.tolist()
