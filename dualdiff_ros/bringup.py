@@ -23,6 +23,7 @@ from .nodes.general_prior_node import GeneralPriorNode
 from .nodes.placement_proposal_node import PlacementProposalNode
 from .nodes.simulator_node import SimulatorNode
 from .nodes.specialized_model_node import SpecializedModelNode
+from .runtime import THREADS_ENV, limit_torch_threads
 
 # Start order: announcers first, so the proposal node finds their latched models at once.
 NODE_CLASSES = {
@@ -124,12 +125,14 @@ def main(argv=None) -> int:
     # rclpy's handlers shut the context down (the executor wakes and returns), then call the handler
     # that was there before: for SIGTERM that must not be the default one, which kills the process.
     signal.signal(signal.SIGTERM, lambda *_: None)
+    threads = limit_torch_threads()
     rclpy.init(args=[sys.argv[0], *ros_args])
     executor, nodes = None, []
     try:
         executor, nodes = start_nodes(None, args.config, args.model_dir, args.nodes)
         log = rclpy.logging.get_logger("dualdiff_bringup")
-        log.info(f"started {', '.join(n.get_name() for n in nodes)} from {args.config}")
+        log.info(f"started {', '.join(n.get_name() for n in nodes)} from {args.config} "
+                 f"(torch intra-op threads: {threads}, ${THREADS_ENV})")
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

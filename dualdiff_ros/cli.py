@@ -13,9 +13,10 @@ Each subcommand imports only what it needs, so `dualdiff train` works without RO
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from .runtime import limit_torch_threads
 
 DEFAULT_MODEL_DIR = "artifacts/models"
 
@@ -49,7 +50,9 @@ def _demo(args) -> int:
 
 def _benchmark(args) -> int:
     from .evaluation.service_benchmark import run_service_benchmark
-    overrides = {"sampler.method": args.sampler_method, "sampler.steps": args.sampler_steps}
+    given = {"sampler.method": args.sampler_method, "sampler.steps": args.sampler_steps,
+             "sampler.fine_steps": args.sampler_fine_steps}
+    overrides = {name: value for name, value in given.items() if value is not None}  # the rest: config/bringup.yaml
     run_service_benchmark(args.model_dir, args.output, requests=args.requests, clients=args.clients,
                           num_samples=args.num_samples, overrides=overrides, mode=args.mode)
     return 0
@@ -63,7 +66,7 @@ def _propose(args) -> int:
 def build_parser() -> argparse.ArgumentParser:
     from .recipes import RECIPES
     parser = argparse.ArgumentParser(prog="dualdiff", description=__doc__.split("\n")[0])
-    parser.add_argument("--threads", type=int, default=int(os.environ.get("DUALDIFF_THREADS", "1")),
+    parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads (default 1, or $DUALDIFF_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -110,9 +113,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--requests", type=int, default=200)
     p.add_argument("--clients", type=int, default=8)
     p.add_argument("--num-samples", type=int, default=32)
-    p.add_argument("--sampler-method", default="ddpm", choices=["ddpm", "ddim", "dpm_solver"],
-                   help="the node's sampler.method")
-    p.add_argument("--sampler-steps", type=int, default=0, help="the node's sampler.steps (DDIM, DPM-Solver; 0 = all)")
+    p.add_argument("--sampler-method", choices=["ddpm", "ddim", "dpm_solver"],
+                   help="the node's sampler.method (default: config/bringup.yaml's)")
+    p.add_argument("--sampler-steps", type=int, help="the node's sampler.steps (DDIM, DPM-Solver; 0 = all)")
+    p.add_argument("--sampler-fine-steps", type=int,
+                   help="the node's sampler.fine_steps (last levels taken one by one; 0 = even spacing)")
     p.add_argument("--mode", default="joint", choices=["joint", "general", "specialized"], help="request mode")
     p.set_defaults(func=_benchmark)
 
@@ -128,16 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _limit_threads(threads: int) -> None:
-    """Small MLPs gain nothing from intra-op threads, and on a shared 2-core machine lose a lot."""
-    import torch
-    torch.set_num_threads(max(1, threads))
-
-
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _limit_threads(args.threads)
     try:
+        limit_torch_threads(args.threads)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         return 130

@@ -152,6 +152,7 @@ def test_bringup_starts_every_node_and_stops_cleanly(tmp_path, stop_signal):
         seen = _wait_for_line(lines, "started general_prior_node, specialized_model_node, "
                                      "placement_proposal_node, simulator_node")
         assert any("no general prior at" in line and "dualdiff train" in line for line in seen)
+        assert "torch intra-op threads: 1," in seen[-1]  # served requests are 1.7x slower with torch's default
         process.send_signal(stop_signal)
         code = process.wait(30)
         assert code == 0, "".join(seen + _drain(lines))
@@ -167,11 +168,13 @@ def test_a_node_executable_takes_ros_args_and_stops_on_sigterm(tmp_path):
     if not script.exists():
         pytest.skip("console scripts not installed (pip install -e .)")
     process = subprocess.Popen([str(script), "--ros-args", "-p", f"model_dir:={tmp_path}"],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+                               env=dict(os.environ, DUALDIFF_THREADS="2"))
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     try:
-        _wait_for_line(lines, f"no general prior at {tmp_path}/round_table/general.safetensors")
+        seen = _wait_for_line(lines, "torch intra-op threads: 2")  # logged once the node is up
+        assert any(f"no general prior at {tmp_path}/round_table/general.safetensors" in line for line in seen)
         process.send_signal(signal.SIGTERM)
         assert process.wait(30) == 0
     finally:

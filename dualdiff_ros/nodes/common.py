@@ -10,6 +10,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 
 from ..domains import SERVED_DOMAINS
 from ..model_store import check_task
+from ..runtime import THREADS_ENV, limit_torch_threads
 
 MODEL_INFO_TOPIC = "/dualdiff/model_info"
 TRAINING_PROGRESS_TOPIC = "/dualdiff/training_progress"
@@ -118,10 +119,12 @@ def spin_node(node_class, args=None) -> int:
     # rclpy's SIGTERM handler shuts the context down, then calls the previous handler: keep that
     # one harmless (the default would kill the process before the nodes are destroyed).
     signal.signal(signal.SIGTERM, lambda *_: None)
+    threads = limit_torch_threads()
     rclpy.init(args=args)
     node = None
     try:
         node = node_class()
+        node.get_logger().info(f"torch intra-op threads: {threads} (${THREADS_ENV})")
         executor = MultiThreadedExecutor()
         executor.add_node(node)
         executor.spin()
