@@ -1,10 +1,12 @@
 """Composed samplers on a product of two Gaussians, where the exact answer is known."""
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
 from dualdiff_ros.diffusion.analytic import gaussian_model, gaussian_product
 from dualdiff_ros.diffusion.composition import CompositionConfig, compose
-from dualdiff_ros.diffusion.proposer import FallbackPolicy, Proposer, calibrate_plausibility
+from dualdiff_ros.diffusion.proposer import FallbackPolicy, Proposer, calibrate_plausibility, default_composition
 from dualdiff_ros.diffusion.sampling import SamplerConfig, sample
 from dualdiff_ros.diffusion.schedules import NoiseSchedule
 
@@ -103,9 +105,11 @@ def test_proposer_guides_as_long_as_the_priors_recipe_says(hint, passes):
     general, special = gaussian_model([0.0], [0.5], schedule), gaussian_model([0.2], [0.3], schedule)
     if hint is not None:
         general.metadata["serving"] = {"general_min_t_fraction": hint}
-    out = Proposer(sampler=EXACT_SAMPLER).propose(general, special, np.zeros(0), 8, "joint", seed=1)
+    every_level = replace(default_composition(), sampler=EXACT_SAMPLER)
+    out = Proposer(every_level, EXACT_SAMPLER).propose(general, special, np.zeros(0), 8, "joint", seed=1)
     assert out.diagnostics["model_evaluations"] == passes
-    fixed = Proposer(composition=CompositionConfig(method="sum", general_min_t_fraction=0.0), sampler=EXACT_SAMPLER)
+    fixed = Proposer(composition=CompositionConfig(method="sum", general_min_t_fraction=0.0, sampler=EXACT_SAMPLER),
+                     sampler=EXACT_SAMPLER)
     assert fixed.propose(general, special, np.zeros(0), 8, "joint", seed=1).diagnostics["model_evaluations"] == 200
 
 
@@ -144,6 +148,32 @@ def test_stacked_experts_match_separate_passes(cond_dim):
         torch.testing.assert_close(alone(y, t)[0], b(y, tt, cb), atol=1e-5, rtol=1e-5)
     with pytest.raises(ValueError, match="one shape"):
         StackedMLP(a, ConditionalMLP(3, cond_dim, width=16, depth=2))
+
+
+def test_stacked_plans_are_reused_only_while_the_weights_are_unchanged():
+    import torch
+
+    from dualdiff_ros.diffusion.denoisers import ConditionalMLP
+    from dualdiff_ros.diffusion.lora import add_lora, merge_lora
+    from dualdiff_ros.diffusion.model import stacked_plan
+
+    torch.manual_seed(1)
+    a, b = ConditionalMLP(3, 3, width=16, depth=1), ConditionalMLP(3, 3, width=16, depth=1)
+    y, c, tt = torch.randn(4, 3), torch.randn(4, 3), torch.full((4,), 5)
+
+    def served(*nets):
+        return stacked_plan(list(nets)).bind([c] * len(nets))(y, 5)
+
+    plan = stacked_plan([a, b])
+    assert stacked_plan([a, b]) is plan and stacked_plan([b, a]) is not plan
+    with torch.no_grad():  # an optimizer step or an EMA update changes the weights in place
+        b.head[2].weight.mul_(3.0)
+    torch.testing.assert_close(served(a, b)[1], b(y, tt, c), atol=1e-5, rtol=1e-5)
+    add_lora(a, rank=2)  # new modules, then their update folded back in place
+    with torch.no_grad():
+        a.input.up.normal_()
+    merge_lora(a)
+    torch.testing.assert_close(served(a, b)[0], a(y, tt, c), atol=1e-5, rtol=1e-5)
 
 
 def test_noise_predictor_runs_other_architectures_one_by_one():
