@@ -9,11 +9,16 @@ each variant for held-out conditions x 10 and prints accuracy and coverage (as `
   ddpm | ddpmL              ancestral DDPM, posterior / beta_t variance, every step
   ddim<N> | ddim<N>e<eta>   DDIM with N steps and eta (default 1)
   dpm<N>                    SDE-DPM-Solver++(2M) with N steps
+  ...f<F>                   (after ddim / dpm) the last F levels one by one (SamplerConfig.fine_steps)
   ..._g<f>                  general prior guides only above f*T (default: the recipe's)
   ft_<sampler>              the fine-tuned model alone instead of the proposer
+--fine-tune changes the demo recipe's fine-tuning, e.g. `--fine-tune lora_rank=4,epochs=1200,lr=5e-4`
+(keys: lora_rank and any TrainConfig field); each setting gets its own model cache.
 """
 import argparse
+import re
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -30,21 +35,41 @@ from dualdiff_ros.recipes import recipe
 VALIDATION_SEEDS = (10, 11)
 
 
-def trained_models(domain, seed: int, root: Path) -> dict:
+def fine_tune_recipe(spec: str):
+    """The demo recipe with the fine-tuning settings of `spec` ("key=value,..."; "" = unchanged)."""
+    base = recipe("demo")
+    if not spec:
+        return base
+    options = dict(item.split("=", 1) for item in spec.split(","))
+    rank = int(options.pop("lora_rank", base.fine_tune_lora_rank))
+    fields = type(base.fine_tune).__dataclass_fields__
+    unknown = set(options) - set(fields)
+    if unknown:
+        raise SystemExit(f"unknown fine-tune keys {sorted(unknown)}: use lora_rank or one of {sorted(fields)}")
+    typed = {k: type(getattr(base.fine_tune, k))(v) for k, v in options.items()}
+    return replace(base, fine_tune=replace(base.fine_tune, **typed), fine_tune_lora_rank=rank)
+
+
+def trained_models(domain, seed: int, root: Path, fine_tune: str = "") -> dict:
     folder = root / domain.name / str(seed)
-    if (folder / "fine_tuned.safetensors").exists():
-        return {k: load_checkpoint(folder / f"{k}.safetensors") for k in ("general", "fine_tuned")}
+    tuned_path = folder / (f"fine_tuned_{fine_tune.replace(',', '_')}" if fine_tune else "fine_tuned")
+    tuned_path = tuned_path.with_suffix(".safetensors")
+    settings = experiments.StudySettings(recipe=fine_tune_recipe(fine_tune), progress=False)
+    if tuned_path.exists():
+        return {"general": load_checkpoint(folder / "general.safetensors"), "fine_tuned": load_checkpoint(tuned_path)}
     folder.mkdir(parents=True, exist_ok=True)
-    settings = experiments.StudySettings(recipe=recipe("demo"), progress=False)
     streams = experiments.DATA_STREAMS
     general_data = domain.general_dataset(settings.general_size, seed * 100 + streams["general"])
     special = domain.specialized_dataset(settings.specialized_size, seed * 100 + streams["specialized"])
-    general = train_general(domain.name, general_data.conditions, general_data.targets, settings.recipe,
-                            seed * 100 + 11, False)
+    if (folder / "general.safetensors").exists():
+        general = load_checkpoint(folder / "general.safetensors")
+    else:
+        general = train_general(domain.name, general_data.conditions, general_data.targets, settings.recipe,
+                                seed * 100 + 11, False)
+        save_checkpoint(general, folder / "general.safetensors")
     tuned = train_specialized(general, special.conditions, special.targets, settings.recipe, "fine_tune",
                               seed=seed * 100 + 13, progress=False)
-    save_checkpoint(general, folder / "general.safetensors")
-    save_checkpoint(tuned, folder / "fine_tuned.safetensors")
+    save_checkpoint(tuned, tuned_path)
     return {"general": general, "fine_tuned": tuned}
 
 
@@ -55,11 +80,10 @@ def parse_variant(name: str) -> tuple[bool, Proposer]:
     for part in name.removeprefix("ft_").split("_"):
         if part.startswith("ddpm"):
             sampler.variance = "large" if part.endswith("L") else "small"
-        elif part.startswith("ddim"):
-            steps, _, eta = part[4:].partition("e")
-            sampler.method, sampler.steps, sampler.eta = "ddim", int(steps), float(eta or 1.0)
-        elif part.startswith("dpm"):
-            sampler.method, sampler.steps = "dpm_solver", int(part[3:])
+        elif strided := re.fullmatch(r"(ddim|dpm)(\d+)(?:e([\d.]+))?(?:f(\d+))?", part):
+            method, steps, eta, fine = strided.groups()
+            sampler.method = "ddim" if method == "ddim" else "dpm_solver"
+            sampler.steps, sampler.eta, sampler.fine_steps = int(steps), float(eta or 1.0), int(fine or 0)
         elif part.startswith("g"):
             composition.general_min_t_fraction = float(part[1:])
         else:
@@ -75,11 +99,12 @@ def main() -> int:
     parser.add_argument("--conditions", type=int, default=300)
     parser.add_argument("--cache", default="runs/sampler_sweep")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(VALIDATION_SEEDS))
+    parser.add_argument("--fine-tune", default="", help="fine-tuning changes to the demo recipe, key=value,...")
     args = parser.parse_args()
     torch.set_num_threads(1)
     domain, results = get_domain(args.domain), {}
     for seed in args.seeds:
-        models = trained_models(domain, seed, Path(args.cache))
+        models = trained_models(domain, seed, Path(args.cache), args.fine_tune)
         conditions = domain.sample_conditions(args.conditions, np.random.default_rng(seed * 100 + 3))
         ref_c = np.repeat(conditions, 10, axis=0)
         reference = domain.local_frame(ref_c, domain.sample_specialized_targets(
