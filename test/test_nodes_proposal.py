@@ -108,17 +108,30 @@ def test_every_bad_request_is_named_and_the_node_serves_on(served):
     assert node.stats.rejected == len(BAD_REQUESTS)
 
 
-def test_internal_error_is_reported_and_the_node_recovers(served):
+def test_internal_error_is_reported_and_the_node_recovers(served, monkeypatch):
     node, _, client = served
-    # More DDIM steps than the tiny models' 20-step schedule: the sampler refuses at request time.
-    node.set_parameters([Parameter("sampler.method", value="ddim"), Parameter("sampler.steps", value=500)])
+    # A fault inside sampling (here: injected) must come back as a result code, not a dead node.
+    def broken(*args, **kwargs):
+        raise RuntimeError("sampler fault for the test")
+    monkeypatch.setattr(node.proposer, "propose", broken)
     reply = call(client, request(mode="general"))
     assert reply.result == Response.RESULT_INTERNAL_ERROR
-    assert "steps=500" in reply.message
-    node.set_parameters([Parameter("sampler.steps", value=10)])
+    assert "RuntimeError: sampler fault for the test" in reply.message
+    monkeypatch.undo()
     reply = call(client, request(mode="general"))
     assert reply.result == Response.RESULT_OK, reply.message
     assert node.stats.internal_errors == 1
+
+
+def test_more_sampler_steps_than_the_schedule_has_take_every_level(served):
+    node, _, client = served
+    # sampler.steps is an upper bound: the tiny models' 20-level schedule is walked level by level.
+    node.set_parameters([Parameter("sampler.method", value="ddim"), Parameter("sampler.steps", value=500),
+                         Parameter("sampler.fine_steps", value=10)])
+    reply = call(client, request(mode="general"))
+    assert reply.result == Response.RESULT_OK, reply.message
+    result = node.set_parameters([Parameter("sampler.fine_steps", value=600)])[0]
+    assert not result.successful and "below steps=500" in result.reason
 
 
 def test_bad_parameters_are_refused(served):

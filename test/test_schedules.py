@@ -92,3 +92,4 @@ def test_bad_schedule_names_the_choices():
         NoiseSchedule("quadratic", 100)
     with pytest.raises(ValueError, match="num_steps"):
         NoiseSchedule("linear", 1)
+

@@ -24,7 +24,12 @@ class SamplerConfig:
     """
 
     method: str = "ddpm"       # "ddpm", "ddim" or "dpm_solver"
-    steps: int = 0             # DDIM / DPM-Solver inference steps; 0 = all of the schedule's steps
+    # DDIM / DPM-Solver: at most this many reverse steps; 0 (or at least the schedule's T) = every
+    # level. An upper bound, so one setting serves models with short and long schedules alike.
+    steps: int = 0
+    # DDIM / DPM-Solver: take the last fine_steps levels one by one and stride over the rest
+    # (NoiseSchedule.fine_tail_timesteps); 0 = evenly spaced steps throughout.
+    fine_steps: int = 0
     eta: float = 1.0           # DDIM stochasticity (0 = deterministic)
     variance: str = "small"    # DDPM variance: "small" (posterior) or "large" (beta_t)
     # Bound on the predicted clean sample, normalized units (the general data spans [-1, 1]): a safety
@@ -40,8 +45,16 @@ class SamplerConfig:
     def validate(self, num_train_steps: int):
         if self.method not in METHODS:
             raise ValueError(f"sampler method {self.method!r}: use one of {METHODS}")
-        if not 0 <= self.steps <= num_train_steps:
-            raise ValueError(f"sampler steps={self.steps} must be in 0..{num_train_steps}")
+        if self.steps < 0:
+            raise ValueError(f"sampler steps={self.steps} must be >= 0 (0 = every level of the schedule)")
+        if self.fine_steps < 0:
+            raise ValueError(f"fine_steps={self.fine_steps} must be >= 0")
+        if self.fine_steps:
+            if self.method == "ddpm" or self.steps == 0:
+                raise ValueError(f"fine_steps={self.fine_steps} needs a strided sampler: method ddim or dpm_solver "
+                                 "with steps > 0 (ddpm takes every step already)")
+            if self.fine_steps >= self.steps:
+                raise ValueError(f"fine_steps={self.fine_steps} must be below steps={self.steps}")
         if not 0 <= self.eta <= 1:
             raise ValueError(f"eta={self.eta} must be in [0, 1]")
         if self.start not in STARTS:
@@ -49,12 +62,15 @@ class SamplerConfig:
 
     def timesteps(self, schedule) -> list[tuple[int, int]]:
         """(t, t_prev) pairs from noise to data; t_prev = -1 marks the final clean step."""
+        steps = self.steps if self.steps < schedule.num_steps else 0
         if self.method == "ddpm":
             ts = list(range(schedule.num_steps - 1, -1, -1))
+        elif self.fine_steps and steps:
+            ts = schedule.fine_tail_timesteps(steps, self.fine_steps)
         elif self.method == "ddim":
-            ts = schedule.ddim_timesteps(self.steps or schedule.num_steps)
+            ts = schedule.ddim_timesteps(steps or schedule.num_steps)
         else:
-            ts = schedule.linspace_timesteps(self.steps or schedule.num_steps)
+            ts = schedule.linspace_timesteps(steps or schedule.num_steps)
         return list(zip(ts, ts[1:] + [-1]))
 
     def step(self, schedule, y, eps, t, t_prev, noise, memory: dict | None = None):

@@ -28,7 +28,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from ..diffusion.checkpoint import CheckpointError, load_checkpoint, read_header
 from ..diffusion.composition import METHODS as COMPOSITION_METHODS
 from ..diffusion.composition import CompositionConfig
-from ..diffusion.proposer import MODES, FallbackPolicy, Proposer
+from ..diffusion.proposer import MODES, FallbackPolicy, Proposer, default_sampler
 from ..diffusion.sampling import METHODS as SAMPLER_METHODS
 from ..diffusion.sampling import SamplerConfig
 from ..domains import SERVED_DOMAINS
@@ -141,10 +141,16 @@ class PlacementProposalNode(Node):
                 int_range=(0, 100))
         declare(self, "composition.resample_threshold", 0.5, "SMC resamples when ESS/K falls below this.",
                 float_range=(0.01, 1.0))
-        declare(self, "sampler.method", "ddpm", "Reverse process: ddpm, ddim or dpm_solver (SDE-DPM-Solver++ 2M).",
-                choices=SAMPLER_METHODS)
-        declare(self, "sampler.steps", 0, "DDIM / DPM-Solver steps (0 = every step of the model's schedule).",
+        served = default_sampler()
+        declare(self, "sampler.method", served.method,
+                "Reverse process: ddpm (every level), ddim (strided ancestral steps with eta = 1) or dpm_solver "
+                "(SDE-DPM-Solver++ 2M).", choices=SAMPLER_METHODS)
+        declare(self, "sampler.steps", served.steps,
+                "ddim / dpm_solver: at most this many steps; 0, or at least the model's levels, = every level.",
                 int_range=(0, 10000))
+        declare(self, "sampler.fine_steps", served.fine_steps,
+                "ddim / dpm_solver: of sampler.steps, take the last this many noise levels one by one and "
+                "stride over the rest (0 = evenly spaced steps; must be below sampler.steps).", int_range=(0, 10000))
         declare(self, "sampler.eta", 1.0, "DDIM stochasticity (0 = deterministic).", float_range=(0.0, 1.0))
         declare(self, "fallback.enabled", True, "Fall back to one expert when the two do not overlap.")
         declare(self, "fallback.min_agreement", 0.5,
@@ -159,14 +165,14 @@ class PlacementProposalNode(Node):
     def _proposer_params() -> list[str]:
         return ["composition.method", "composition.general_min_t_fraction", "composition.weight_general",
                 "composition.weight_specialized", "composition.langevin_steps", "composition.resample_threshold",
-                "sampler.method", "sampler.steps", "sampler.eta", "fallback.enabled", "fallback.min_agreement",
-                "fallback.mode"]
+                "sampler.method", "sampler.steps", "sampler.fine_steps", "sampler.eta", "fallback.enabled",
+                "fallback.min_agreement", "fallback.mode"]
 
     @staticmethod
     def _proposer_from(values: dict) -> Proposer:
         """A Proposer from parameter values; raises ValueError naming a bad one."""
         sampler = SamplerConfig(method=values["sampler.method"], steps=int(values["sampler.steps"]),
-                                eta=float(values["sampler.eta"]))
+                                fine_steps=int(values["sampler.fine_steps"]), eta=float(values["sampler.eta"]))
         composition = CompositionConfig(
             method=values["composition.method"], weight_general=float(values["composition.weight_general"]),
             weight_specialized=float(values["composition.weight_specialized"]), sampler=sampler,

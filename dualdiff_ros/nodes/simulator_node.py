@@ -25,7 +25,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from .. import sim
 from ..diffusion.checkpoint import CheckpointError
 from ..diffusion.composition import METHODS as COMPOSITION_METHODS
-from ..diffusion.proposer import MODES, Proposer, default_composition
+from ..diffusion.proposer import MODES, Proposer, default_composition, default_sampler
 from ..diffusion.sampling import METHODS as SAMPLER_METHODS
 from ..diffusion.sampling import SamplerConfig
 from ..model_store import ModelStore
@@ -51,8 +51,13 @@ class SimulatorNode(Node):
         declare(self, "composition.method", "sum", "How the experts are composed in joint mode "
                 "(the rest of the composition is the placement service's default).",
                 choices=CHOICES["composition.method"])
-        declare(self, "sampler.method", "ddpm", "Reverse process.", choices=CHOICES["sampler.method"])
-        declare(self, "sampler.steps", 0, "DDIM / DPM-Solver steps (0 = all of the schedule's).", int_range=(0, 10000))
+        served = default_sampler()
+        declare(self, "sampler.method", served.method, "Reverse process (as the placement service's).",
+                choices=CHOICES["sampler.method"])
+        declare(self, "sampler.steps", served.steps, "ddim / dpm_solver: at most this many steps (0 = every level).",
+                int_range=(0, 10000))
+        declare(self, "sampler.fine_steps", served.fine_steps,
+                "ddim / dpm_solver: the last this many levels one by one (0 = even strides).", int_range=(0, 10000))
         declare(self, "scene_seed", 0, "Seed of the scene shown on /dualdiff/scene_markers.", int_range=(0, 2**31 - 1))
         declare(self, "scene_task", 0, "Task index of the scene shown.", int_range=(0, 1_000_000))
         declare(self, "marker_frame", "map", "frame_id of the scene markers.")
@@ -156,7 +161,8 @@ class SimulatorNode(Node):
         general = store.load_general(DOMAIN) if mode != "specialized" else None
         specialized = store.load_specialized(DOMAIN, task) if mode != "general" else None
         sampler = SamplerConfig(method=self.get_parameter("sampler.method").value,
-                                steps=self.get_parameter("sampler.steps").value)
+                                steps=self.get_parameter("sampler.steps").value,
+                                fine_steps=self.get_parameter("sampler.fine_steps").value)
         composition = replace(default_composition(), method=self.get_parameter("composition.method").value,
                               sampler=sampler)
         proposer = Proposer(composition, sampler)
