@@ -139,23 +139,23 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
         ab_prev = schedule.alpha_bar(t_prev)
         if a:
             experts = both(y, t)
-            eg, es = experts[0], experts[1]
             grams.append(torch.einsum("ibd,jbd->bij", experts, experts))
             beta = 1.0 - ab / ab_prev
             betas.append((beta if beta <= config.max_weight_beta else 0.0, 1.0 - ab))
             evals += 2
+            eps = torch.add(experts[1] * b if b != 1 else experts[1], experts[0], alpha=a)
         else:  # the specialist refines alone: the general is not evaluated
-            es = alone(y, t)[0]
-            eg = torch.zeros_like(es)
+            eps = alone(y, t)[0]
+            eps = eps * b if b != 1 else eps
             evals += 1
         if config.method == "smc":
             if a:
                 log_w += _log_weight_increment(grams[-1].unsqueeze(0), betas[-1:], a, b, d).view(n_c, k)
             ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
             idx, log_w, log_z = _maybe_resample(log_w, log_z, config.resample_threshold, gen)
-            y, eg, es = y[idx], eg[idx], es[idx]
+            y, eps = y[idx], eps[idx]
             reorder_memory(memory, idx)
-        y = config.sampler.step(schedule, y, a * eg + b * es, t, t_prev, torch.randn(y.shape, generator=gen), memory)
+        y = config.sampler.step(schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen), memory)
         if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps and a:
             y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
             evals += 2 * config.langevin_steps

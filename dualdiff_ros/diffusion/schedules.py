@@ -142,16 +142,21 @@ def ddpm_variance(schedule: NoiseSchedule, t: int, variance: str = "small") -> f
 
 def ddim_step(schedule: NoiseSchedule, y_t: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
               eta: float, noise: torch.Tensor | None, clip: float | None = None) -> torch.Tensor:
-    """DDIM update from t to t_prev (t_prev < 0 means the clean sample), Song et al. eq. 12."""
-    ab = schedule.alpha_bar(t)
-    ab_prev = schedule.alpha_bar(t_prev)
-    y0 = predicted_clean(y_t, eps, ab, clip)
+    """DDIM update from t to t_prev (t_prev < 0 means the clean sample), Song et al. eq. 12.
+
+    The served sampler's inner loop: written with fused in-place ops (about 7 per step instead
+    of 12), since on 32 rows each op costs its dispatch, not its arithmetic.
+    """
+    ab, ab_prev = schedule.alpha_bar(t), schedule.alpha_bar(t_prev)
+    signal, spread = math.sqrt(ab), math.sqrt(1 - ab)
+    y0 = torch.sub(y_t, eps, alpha=spread).div_(signal)
     if clip:
-        eps = (y_t - math.sqrt(ab) * y0) / math.sqrt(1 - ab)
+        y0.clamp_(-clip, clip)
+        eps = torch.sub(y_t, y0, alpha=signal).div_(spread)
     sigma = eta * math.sqrt((1 - ab_prev) / (1 - ab)) * math.sqrt(1 - ab / ab_prev)
-    y_prev = math.sqrt(ab_prev) * y0 + math.sqrt(max(1 - ab_prev - sigma**2, 0.0)) * eps
+    y_prev = torch.mul(eps, math.sqrt(max(1 - ab_prev - sigma**2, 0.0))).add_(y0, alpha=math.sqrt(ab_prev))
     if sigma > 0 and noise is not None:
-        y_prev = y_prev + sigma * noise
+        y_prev.add_(noise, alpha=sigma)
     return y_prev
 
 
