@@ -100,9 +100,10 @@ def main() -> int:
     parser.add_argument("--cache", default="runs/sampler_sweep")
     parser.add_argument("--seeds", type=int, nargs="+", default=list(VALIDATION_SEEDS))
     parser.add_argument("--fine-tune", default="", help="fine-tuning changes to the demo recipe, key=value,...")
+    parser.add_argument("--plot", help="also draw accuracy and coverage against the number of steps to this PNG")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    domain, results = get_domain(args.domain), {}
+    domain, results, steps = get_domain(args.domain), {}, {}
     for seed in args.seeds:
         models = trained_models(domain, seed, Path(args.cache), args.fine_tune)
         conditions = domain.sample_conditions(args.conditions, np.random.default_rng(seed * 100 + 3))
@@ -111,6 +112,7 @@ def main() -> int:
             ref_c, np.random.default_rng(seed * 100 + 4)))
         for name in args.variants.split(","):
             alone, proposer = parse_variant(name)
+            steps[name] = len(proposer.sampler.timesteps(models["general"].schedule))
             start = time.perf_counter()
             if alone:
                 samples = sample(models["fine_tuned"], conditions, 10, seed * 100 + 5, proposer.sampler)
@@ -126,7 +128,38 @@ def main() -> int:
     for name, rows in results.items():
         r = np.array(rows)
         print(f"| {name} | {r[:, 0].mean():.3f} ± {r[:, 0].std():.3f} | {r[:, 1].mean():.3f} ± {r[:, 1].std():.3f} |")
+    if args.plot:
+        plot_against_steps(args.plot, args.domain, results, steps, args.seeds)
     return 0
+
+
+def plot_against_steps(path: str, domain: str, results: dict, steps: dict, seeds) -> None:
+    """Accuracy and coverage (mean over seeds) against network steps, one line per kind of grid."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    def kind(name):
+        sampler = parse_variant(name)[1].sampler
+        if sampler.method == "ddpm":
+            return "ddpm (every level)"
+        return f"{sampler.method}, last {sampler.fine_steps} levels one by one" if sampler.fine_steps \
+            else f"{sampler.method}, even strides"
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for label in dict.fromkeys(kind(n) for n in results):
+        names = sorted((n for n in results if kind(n) == label), key=steps.get)
+        for ax, column in zip(axes, (0, 1)):
+            ax.plot([steps[n] for n in names], [np.mean([r[column] for r in results[n]]) for n in names],
+                    "o-", label=label)
+    for ax, title in zip(axes, ("accuracy", "coverage")):
+        ax.set_xlabel("reverse steps (network passes per proposal)")
+        ax.set_title(f"{domain}: {title}, seeds {', '.join(map(str, seeds))}")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    print(f"wrote {path}")
 
 
 if __name__ == "__main__":
