@@ -11,6 +11,8 @@ each variant for held-out conditions x 10 and prints accuracy and coverage (as `
   dpm<N>                    SDE-DPM-Solver++(2M) with N steps
   ...f<F>                   (after ddim / dpm) the last F levels one by one (SamplerConfig.fine_steps)
   ..._g<f>                  general prior guides only above f*T (default: the recipe's)
+  ..._c<x>                  bound on the predicted clean sample of the joint (ft_: the single) sampler,
+                            normalized units (default 10; the served joint default is 1: write _c1)
   ft_<sampler>              the fine-tuned model alone instead of the proposer
 --fine-tune changes the demo recipe's fine-tuning, e.g. `--fine-tune lora_rank=4,epochs=1200,lr=5e-4`
 (keys: lora_rank and any TrainConfig field); each setting gets its own model cache.
@@ -76,7 +78,7 @@ def trained_models(domain, seed: int, root: Path, fine_tune: str = "") -> dict:
 def parse_variant(name: str) -> tuple[bool, Proposer]:
     """(fine-tuned model alone?, the proposer) for a variant name (see the module docstring)."""
     alone = name.startswith("ft_")
-    composition, sampler = default_composition(), SamplerConfig()
+    composition, sampler, clip = default_composition(), SamplerConfig(), SamplerConfig().clip
     for part in name.removeprefix("ft_").split("_"):
         if part.startswith("ddpm"):
             sampler.variance = "large" if part.endswith("L") else "small"
@@ -86,9 +88,13 @@ def parse_variant(name: str) -> tuple[bool, Proposer]:
             sampler.steps, sampler.eta, sampler.fine_steps = int(steps), float(eta or 1.0), int(fine or 0)
         elif part.startswith("g"):
             composition.general_min_t_fraction = float(part[1:])
+        elif part.startswith("c"):
+            clip = float(part[1:])
         else:
             raise SystemExit(f"unknown variant part {part!r} in {name!r}")
-    composition.sampler = sampler
+    if alone:
+        return alone, Proposer(sampler=replace(sampler, clip=clip))
+    composition.sampler = replace(sampler, clip=clip)  # the fallback's single-model sampler keeps the default
     return alone, Proposer(composition=composition, sampler=sampler)
 
 

@@ -134,6 +134,15 @@ def test_more_sampler_steps_than_the_schedule_has_take_every_level(served):
     assert not result.successful and "below steps=500" in result.reason
 
 
+def test_joint_clip_bounds_only_the_joint_sampler(served):
+    node, _, client = served
+    assert node.proposer.composition.sampler.clip == 1.0 and node.proposer.sampler.clip == 10.0
+    assert node.set_parameters([Parameter("composition.clip", value=0.0)])[0].successful
+    assert node.proposer.composition.sampler.clip == 10.0  # 0: only the sampler's safety net
+    assert not node.set_parameters([Parameter("composition.clip", value=-1.0)])[0].successful
+    assert call(client, request(mode="joint")).result == Response.RESULT_OK
+
+
 def test_bad_parameters_are_refused(served):
     node, _, _ = served
     result = node.set_parameters([Parameter("composition.method", value="magic")])[0]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from ..diffusion.checkpoint import CheckpointError, load_checkpoint, read_header
 from ..diffusion.composition import METHODS as COMPOSITION_METHODS
 from ..diffusion.composition import CompositionConfig
-from ..diffusion.proposer import MODES, FallbackPolicy, Proposer, default_sampler
+from ..diffusion.proposer import JOINT_CLIP, MODES, FallbackPolicy, Proposer, default_sampler
 from ..diffusion.sampling import METHODS as SAMPLER_METHODS
 from ..diffusion.sampling import SamplerConfig
 from ..domains import SERVED_DOMAINS
@@ -137,6 +137,10 @@ class PlacementProposalNode(Node):
                 float_range=(0.0, 10.0))
         declare(self, "composition.weight_specialized", 1.0, "Exponent of the specialized model.",
                 float_range=(0.0, 10.0))
+        declare(self, "composition.clip", JOINT_CLIP,
+                "Bound on joint sampling's predicted clean target, in the general data's normalized units: "
+                "1 = the general prior's training range (a product cannot lie outside the prior's support); "
+                "0 = no bound beyond the sampler's safety net (10).", float_range=(0.0, 100.0))
         declare(self, "composition.langevin_steps", 0, "Langevin corrector steps per noise level (0 = none).",
                 int_range=(0, 100))
         declare(self, "composition.resample_threshold", 0.5, "SMC resamples when ESS/K falls below this.",
@@ -163,8 +167,9 @@ class PlacementProposalNode(Node):
 
     @staticmethod
     def _proposer_params() -> list[str]:
-        return ["composition.method", "composition.general_min_t_fraction", "composition.weight_general",
-                "composition.weight_specialized", "composition.langevin_steps", "composition.resample_threshold",
+        return ["composition.method", "composition.general_min_t_fraction", "composition.clip",
+                "composition.weight_general", "composition.weight_specialized", "composition.langevin_steps",
+                "composition.resample_threshold",
                 "sampler.method", "sampler.steps", "sampler.fine_steps", "sampler.eta", "fallback.enabled",
                 "fallback.min_agreement", "fallback.mode"]
 
@@ -173,9 +178,10 @@ class PlacementProposalNode(Node):
         """A Proposer from parameter values; raises ValueError naming a bad one."""
         sampler = SamplerConfig(method=values["sampler.method"], steps=int(values["sampler.steps"]),
                                 fine_steps=int(values["sampler.fine_steps"]), eta=float(values["sampler.eta"]))
+        joint_sampler = replace(sampler, clip=float(values["composition.clip"]) or sampler.clip)
         composition = CompositionConfig(
             method=values["composition.method"], weight_general=float(values["composition.weight_general"]),
-            weight_specialized=float(values["composition.weight_specialized"]), sampler=sampler,
+            weight_specialized=float(values["composition.weight_specialized"]), sampler=joint_sampler,
             resample_threshold=float(values["composition.resample_threshold"]),
             langevin_steps=int(values["composition.langevin_steps"]),
             general_min_t_fraction=_unset_if_negative(values["composition.general_min_t_fraction"]))

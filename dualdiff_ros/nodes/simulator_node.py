@@ -163,8 +163,9 @@ class SimulatorNode(Node):
         sampler = SamplerConfig(method=self.get_parameter("sampler.method").value,
                                 steps=self.get_parameter("sampler.steps").value,
                                 fine_steps=self.get_parameter("sampler.fine_steps").value)
-        composition = replace(default_composition(), method=self.get_parameter("composition.method").value,
-                              sampler=sampler)
+        served = default_composition()  # the rest, joint clip included, as the placement service's default
+        composition = replace(served, method=self.get_parameter("composition.method").value,
+                              sampler=replace(sampler, clip=served.sampler.clip))
         proposer = Proposer(composition, sampler)
 
         def propose(states, k, rng):
