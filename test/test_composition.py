@@ -99,17 +99,16 @@ def test_proposer_falls_back_only_when_experts_do_not_overlap(special_mean, expe
     assert 0 <= out.diagnostics["general_agreement"] <= 1
 
 
-def test_joint_proposals_stay_in_the_general_datas_range_single_ones_need_not():
+def test_a_joint_clip_keeps_joint_proposals_in_the_general_datas_range():
     """The product of two experts whose overlap reaches past the general data's range ([-1, 1])."""
     schedule = NoiseSchedule("linear", 100)
     general, special = gaussian_model([0.7], [0.4], schedule), gaussian_model([1.1], [0.4], schedule)
     served = Proposer()
-    joint = served.propose(general, special, np.zeros(0), 400, "joint", seed=2)
+    bounded = Proposer(replace(default_composition(), sampler=replace(served.composition.sampler, clip=1.0)))
+    joint = bounded.propose(general, special, np.zeros(0), 400, "joint", seed=2)
     assert joint.mode_used == "joint" and joint.targets.max() <= 1.0 + 1e-6
-    unbounded = Proposer(replace(default_composition(), sampler=replace(served.composition.sampler, clip=None)))
-    assert (unbounded.propose(general, special, np.zeros(0), 400, "joint", seed=2).targets > 1.0).mean() > 0.1
-    # The specialized model alone may go where the general data never did (a robot's new home).
-    assert (served.propose(general, special, np.zeros(0), 400, "specialized", seed=2).targets > 1.0).mean() > 0.3
+    # Off by default: it would pin disagreeing experts' proposals where the fallback check cannot see them.
+    assert (served.propose(general, special, np.zeros(0), 400, "joint", seed=2).targets > 1.0).mean() > 0.1
 
 
 @pytest.mark.parametrize("hint,passes", [(None, 2 * 65 + 35), (0.0, 200), (0.5, 2 * 50 + 50)])

@@ -136,9 +136,9 @@ def test_more_sampler_steps_than_the_schedule_has_take_every_level(served):
 
 def test_joint_clip_bounds_only_the_joint_sampler(served):
     node, _, client = served
+    assert node.proposer.composition.sampler.clip == 10.0  # 0 (default): only the sampler's safety net
+    assert node.set_parameters([Parameter("composition.clip", value=1.0)])[0].successful
     assert node.proposer.composition.sampler.clip == 1.0 and node.proposer.sampler.clip == 10.0
-    assert node.set_parameters([Parameter("composition.clip", value=0.0)])[0].successful
-    assert node.proposer.composition.sampler.clip == 10.0  # 0: only the sampler's safety net
     assert not node.set_parameters([Parameter("composition.clip", value=-1.0)])[0].successful
     assert call(client, request(mode="joint")).result == Response.RESULT_OK
 

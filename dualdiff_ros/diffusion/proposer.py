@@ -10,7 +10,7 @@ specialized model and says so, so a joint answer is never worse than the special
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -60,14 +60,6 @@ def default_sampler() -> SamplerConfig:
     return SamplerConfig(method="ddim", steps=30, fine_steps=10, eta=1.0)
 
 
-# Joint proposals keep their predicted clean target inside the general data's range: the
-# normalizers map the general prior's training targets onto [-1, 1], and a product with the prior
-# cannot lie where the prior has no mass. Measured (docs/RESULTS.md, section 1): it removes the spill
-# over faces the home's region shares with the general data's extent (cabinet accuracy 0.969 ->
-# 0.984, coverage unchanged) and is neutral where they share none (round table).
-JOINT_CLIP = 1.0
-
-
 def default_composition() -> CompositionConfig:
     """The served product: both experts at high and mid noise, the specialist refines alone.
 
@@ -76,8 +68,7 @@ def default_composition() -> CompositionConfig:
     the general prior stops guiding is left to the prior's recipe (`serving_composition`):
     0.35 of T by default, 0 (the plain sum throughout) for navigate-to.
     """
-    return CompositionConfig(method="sum", general_min_t_fraction=None,
-                             sampler=replace(default_sampler(), clip=JOINT_CLIP))
+    return CompositionConfig(method="sum", general_min_t_fraction=None, sampler=default_sampler())
 
 
 @dataclass
