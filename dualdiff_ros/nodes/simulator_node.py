@@ -163,9 +163,8 @@ class SimulatorNode(Node):
         sampler = SamplerConfig(method=self.get_parameter("sampler.method").value,
                                 steps=self.get_parameter("sampler.steps").value,
                                 fine_steps=self.get_parameter("sampler.fine_steps").value)
-        served = default_composition()  # the rest, joint clip included, as the placement service's default
-        composition = replace(served, method=self.get_parameter("composition.method").value,
-                              sampler=replace(sampler, clip=served.sampler.clip))
+        composition = replace(default_composition(), method=self.get_parameter("composition.method").value,
+                              sampler=sampler)
         proposer = Proposer(composition, sampler)
 
         def propose(states, k, rng):
