@@ -12,7 +12,7 @@ each variant for held-out conditions x 10 and prints accuracy and coverage (as `
   ...f<F>                   (after ddim / dpm) the last F levels one by one (SamplerConfig.fine_steps)
   ..._g<f>                  general prior guides only above f*T (default: the recipe's)
   ..._c<x>                  bound on the predicted clean sample of the joint (ft_: the single) sampler,
-                            normalized units (default 10; the served joint default is 1: write _c1)
+                            normalized units (default 10, as served; 1 = the opt-in composition.clip)
   ft_<sampler>              the fine-tuned model alone instead of the proposer
 --fine-tune changes the demo recipe's fine-tuning, e.g. `--fine-tune lora_rank=4,epochs=1200,lr=5e-4`
 (keys: lora_rank and any TrainConfig field); each setting gets its own model cache.
