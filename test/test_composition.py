@@ -217,3 +217,27 @@ def test_joint_plausibility_check_equals_one_model_at_a_time():
     for m, err in zip((a, b), both):
         np.testing.assert_allclose(err, denoising_error(m, [1.0, 2.0, 0.5], targets, seed=4), rtol=1e-5)
     assert not np.allclose(both[0], both[1])
+
+
+def _weighted_product(a, b):
+    """Mean and std of N(M1, S1^2)^a * N(M2, S2^2)^b (a Gaussian: the precisions add, weighted)."""
+    p1, p2 = a / np.square(S1), b / np.square(S2)
+    prec = p1 + p2
+    return (p1 * np.asarray(M1) + p2 * np.asarray(M2)) / prec, np.sqrt(1 / prec)
+
+
+def test_sum_refuses_weights_it_would_ignore():
+    with pytest.raises(ValueError, match="no effect with composition method 'sum'"):
+        CompositionConfig(method="sum", weight_general=0.5).validate(100)
+    CompositionConfig(method="weighted", weight_general=0.5).validate(100)
+
+
+@pytest.mark.parametrize("a, b", [(0.5, 1.5), (2.0, 1.0)])
+def test_smc_samples_the_weighted_product(experts, a, b):
+    """The weights are exponents: SMC lands on p_g^a p_s^b, not on the unweighted product."""
+    mean, std = _weighted_product(a, b)
+    comp = _compose(experts, method="smc", weight_general=a, weight_specialized=b)
+    x = comp.samples.reshape(-1, 2)
+    np.testing.assert_allclose(x.mean(0), mean, atol=0.03)
+    assert np.abs(x.std(0) - std).max() < 0.03
+    assert np.abs(mean - EXACT_MEAN).max() > 0.05, "the test must tell weighted from unweighted"

@@ -1,6 +1,6 @@
 """Sampling the product of a general prior and a specialized model, with diagnostics.
 
-Three ways (see docs/composition.md and ../shared/notes/composition.md):
+Three ways (the math and what goes wrong: docs/composition.md):
 - "sum": the thesis's Algorithm 2, exactly: start from N(0, I), add the two noise
   predictions, take an ordinary ancestral step. Biased: it follows the product of the
   *noised* marginals, not the noised product.
@@ -40,8 +40,11 @@ class CompositionConfig:
     langevin_min_t_fraction: float = 0.2  # correct only at levels t >= this fraction of T
     general_min_t_fraction: float | None = 0.0  # below this fraction of T the specialized model refines
                                                 # alone; None: the general prior's `serving` metadata says
-    max_weight_beta: float = 0.1         # skip FK weights of larger-beta steps: near-pure noise, where
-                                         # one coarse step (cosine: up to 0.999) would blow the weights up
+    # Feynman-Kac weights are computed only for steps whose beta (1 - ab_t / ab_t_prev for a strided
+    # step) is at most this: one coarse step (cosine: beta up to 0.999) would blow the weights up.
+    # This is not only near-pure noise: the linear schedule at T = 100 has betas 0.001..0.2, so its
+    # upper half (t >= 50) is never weighted, and strided steps exceed 0.1 sooner.
+    max_weight_beta: float = 0.1
 
     def validate(self, num_train_steps: int):
         if self.method not in METHODS:
@@ -50,6 +53,10 @@ class CompositionConfig:
                 self.weight_general + self.weight_specialized <= 0:
             raise ValueError(f"weights ({self.weight_general}, {self.weight_specialized}) must be >= 0 "
                              "and not both 0")
+        if self.method == "sum" and (self.weight_general, self.weight_specialized) != (1.0, 1.0):
+            raise ValueError(f"weights ({self.weight_general}, {self.weight_specialized}) have no effect with "
+                             "composition method 'sum' (the thesis's plain sum, weights 1): use method "
+                             "'weighted' or 'smc' for a weighted product")
         if not 0 < self.resample_threshold <= 1:
             raise ValueError(f"resample_threshold={self.resample_threshold} must be in (0, 1]")
         if self.langevin_steps < 0:
@@ -112,65 +119,126 @@ def serving_composition(config: CompositionConfig, general: DiffusionModel) -> C
 @torch.inference_mode()
 def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, num_samples: int,
             config: CompositionConfig | None = None, seed: int = 0) -> Composition:
+    """Sample p_g^a * p_s^b for each condition: `num_samples` particles per condition, one batch.
+
+    1. Start: particles from N(0, I / (a + b)) (N(0, I) for "sum", the thesis's Algorithm 2).
+    2. Predict: both experts' noise predictions in one stacked pass while t is above
+       general_min_t_fraction of T; below it the specialized model refines alone.
+    3. Combine: eps = a * eps_g + b * eps_s.
+    4. Step: one ancestral step of the sampler ("smc" first reweights and resamples, and may add
+       Langevin corrector steps after it).
+    5. Diagnostics: effective sample size, overlap estimate, the experts' cosine (`_Trace`).
+    """
     config = serving_composition(config or CompositionConfig(), general)
     check_compatible(general, specialized)
     schedule = general.schedule
     config.validate(schedule.num_steps)
     n_c, k, d = len(conditions), int(num_samples), general.target_dim
     a, b = config.weight_general, config.weight_specialized
-    if config.method == "sum":
-        a = b = 1.0
     gen = torch.Generator().manual_seed(int(seed))
-    cg = repeat_conditions(general, conditions, k)
-    cs = repeat_conditions(specialized, conditions, k)
-    init_std = 1.0 if config.method == "sum" else 1.0 / math.sqrt(a + b)
-    y = torch.randn((n_c * k, d), generator=gen) * init_std
-    log_w = torch.zeros(n_c, k, dtype=torch.float64)
-    log_z = torch.full((n_c,), _log_z_prior(a, b, d), dtype=torch.float64)
-    ess_min = torch.ones(n_c, dtype=torch.float64)
-    # Per step with both experts: their Gram matrix per particle, and (beta, 1 - alpha_bar) for its weight.
-    # Without resampling the weights are only diagnostics: they are summed up after the loop.
-    grams, betas, evals, memory = [], [], 0, {}
+    cg, cs = repeat_conditions(general, conditions, k), repeat_conditions(specialized, conditions, k)
     both, alone = noise_predictor([general, specialized], [cg, cs]), noise_predictor([specialized], [cs])
-    a_full = a
+    # 1. start
+    y = torch.randn((n_c * k, d), generator=gen) * (1.0 if config.method == "sum" else 1.0 / math.sqrt(a + b))
+    trace = _Trace(n_c, k, d, a, b, config.max_weight_beta)
+    particles = _Particles(n_c, k, _log_z_prior(a, b, d)) if config.method == "smc" else None
+    memory: dict = {}
     for t, t_prev in config.sampler.timesteps(schedule):
-        a = a_full if t >= config.general_min_t_fraction * schedule.num_steps else 0.0
-        ab = schedule.alpha_bar(t)
-        ab_prev = schedule.alpha_bar(t_prev)
-        if a:
+        guided = a > 0 and t >= config.general_min_t_fraction * schedule.num_steps
+        # 2. predict, 3. combine
+        if guided:
             experts = both(y, t)
-            grams.append(torch.einsum("ibd,jbd->bij", experts, experts))
-            beta = 1.0 - ab / ab_prev
-            betas.append((beta if beta <= config.max_weight_beta else 0.0, 1.0 - ab))
-            evals += 2
+            trace.record(experts, schedule.alpha_bar(t), schedule.alpha_bar(t_prev))
             eps = torch.add(experts[1] * b if b != 1 else experts[1], experts[0], alpha=a)
-        else:  # the specialist refines alone: the general is not evaluated
+        else:
             eps = alone(y, t)[0]
             eps = eps * b if b != 1 else eps
-            evals += 1
-        if config.method == "smc":
-            if a:
-                log_w += _log_weight_increment(grams[-1].unsqueeze(0), betas[-1:], a, b, d).view(n_c, k)
-            ess_min = torch.minimum(ess_min, _ess_fraction(log_w))
-            idx, log_w, log_z = _maybe_resample(log_w, log_z, config.resample_threshold, gen)
+            trace.evaluations += 1
+        if particles is not None:
+            idx = particles.reweight_and_resample(trace.last_increment() if guided else None,
+                                                  config.resample_threshold, gen)
             y, eps = y[idx], eps[idx]
             reorder_memory(memory, idx)
+        # 4. step
         y = config.sampler.step(schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen), memory)
-        if config.langevin_steps and t_prev >= config.langevin_min_t_fraction * schedule.num_steps and a:
+        if config.langevin_steps and guided and t_prev >= config.langevin_min_t_fraction * schedule.num_steps:
             y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
-            evals += 2 * config.langevin_steps
-    gram = torch.stack(grams) if grams else None  # [steps with both experts, particles, 2, 2]
-    if config.method != "smc" and grams:
-        log_w_path = torch.cumsum(_log_weight_increment(gram, betas, a_full, b, d), dim=0)
-        ess_min = _ess_fraction(log_w_path.view(-1, n_c, k)).min(0).values.clamp(max=1.0)
-        log_w = log_w_path[-1].view(n_c, k)
-    cosine = _mean_cosine(gram, n_c, k) if grams else torch.zeros(n_c, dtype=torch.float64)
-    log_z = log_z + torch.logsumexp(log_w, dim=1) - math.log(k)
-    if config.method == "smc":
-        idx, log_w, _ = _maybe_resample(log_w, log_z, 1.0 + 1e-9, gen)
-        y = y[idx]
+            trace.evaluations += 2 * config.langevin_steps
+    if particles is not None:
+        y = y[particles.resample_all(gen)]
+    # 5. diagnostics
+    ess, log_overlap, cosine = trace.diagnostics(particles)
     samples = general.decode_targets(np.repeat(np.asarray(conditions), k, axis=0), y).reshape(n_c, k, d)
-    return Composition(samples, ess_min.numpy(), log_z.numpy(), cosine.numpy(), evals)
+    return Composition(samples, ess, log_overlap, cosine, trace.evaluations)
+
+
+class _Trace:
+    """What the experts said along the way: their Gram matrix per particle, for weights and diagnostics.
+
+    Without SMC the Feynman-Kac weights change nothing in the samples; they are summed up only
+    once, after the loop, for the ESS and overlap diagnostics.
+    """
+
+    def __init__(self, n_c: int, k: int, d: int, a: float, b: float, max_weight_beta: float):
+        self.n_c, self.k, self.d, self.a, self.b = n_c, k, d, a, b
+        self.max_weight_beta = max_weight_beta
+        self.grams: list[torch.Tensor] = []
+        self.betas: list[tuple[float, float]] = []
+        self.evaluations = 0
+
+    def record(self, experts: torch.Tensor, ab: float, ab_prev: float) -> None:
+        self.grams.append(torch.einsum("ibd,jbd->bij", experts, experts))
+        beta = 1.0 - ab / ab_prev
+        # Steps whose beta exceeds max_weight_beta contribute no weight (see CompositionConfig).
+        self.betas.append((beta if beta <= self.max_weight_beta else 0.0, 1.0 - ab))
+        self.evaluations += 2
+
+    def last_increment(self) -> torch.Tensor:
+        """Log-weight increment [n_c, k] of the step just recorded."""
+        inc = _log_weight_increment(self.grams[-1].unsqueeze(0), self.betas[-1:], self.a, self.b, self.d)
+        return inc.view(self.n_c, self.k)
+
+    def diagnostics(self, particles: "_Particles | None") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(smallest ESS/K along the path, log overlap estimate, mean cosine) per condition."""
+        n_c, k = self.n_c, self.k
+        if particles is not None:
+            ess, log_w, log_z = particles.ess_min, particles.final_log_w, particles.log_z
+        else:
+            ess = torch.ones(n_c, dtype=torch.float64)
+            log_w = torch.zeros(n_c, k, dtype=torch.float64)
+            log_z = torch.full((n_c,), _log_z_prior(self.a, self.b, self.d), dtype=torch.float64)
+            if self.grams:
+                path = torch.cumsum(_log_weight_increment(torch.stack(self.grams), self.betas, self.a, self.b,
+                                                          self.d), dim=0)
+                ess = _ess_fraction(path.view(-1, n_c, k)).min(0).values.clamp(max=1.0)
+                log_w = path[-1].view(n_c, k)
+        cosine = _mean_cosine(torch.stack(self.grams), n_c, k) if self.grams else torch.zeros(n_c, dtype=torch.float64)
+        log_overlap = log_z + torch.logsumexp(log_w, dim=1) - math.log(k)
+        return ess.numpy(), log_overlap.numpy(), cosine.numpy()
+
+
+class _Particles:
+    """SMC state per condition: log-weights, the running log-normalizer, the smallest ESS seen."""
+
+    def __init__(self, n_c: int, k: int, log_z0: float):
+        self.log_w = torch.zeros(n_c, k, dtype=torch.float64)
+        self.log_z = torch.full((n_c,), log_z0, dtype=torch.float64)
+        self.ess_min = torch.ones(n_c, dtype=torch.float64)
+        self.final_log_w = self.log_w
+
+    def reweight_and_resample(self, increment: torch.Tensor | None, threshold: float, gen) -> torch.Tensor:
+        """Add a step's log-weights, then resample the conditions whose ESS/K fell below threshold."""
+        if increment is not None:
+            self.log_w = self.log_w + increment
+        self.ess_min = torch.minimum(self.ess_min, _ess_fraction(self.log_w))
+        idx, self.log_w, self.log_z = _maybe_resample(self.log_w, self.log_z, threshold, gen)
+        return idx
+
+    def resample_all(self, gen) -> torch.Tensor:
+        """The final resampling of every condition; the weights before it feed the overlap estimate."""
+        self.final_log_w = self.log_w
+        idx, self.log_w, _ = _maybe_resample(self.log_w, self.log_z, 1.0 + 1e-9, gen)
+        return idx
 
 
 def _log_weight_increment(gram: torch.Tensor, betas: list, a: float, b: float, d: int) -> torch.Tensor:
@@ -180,7 +248,7 @@ def _log_weight_increment(gram: torch.Tensor, betas: list, a: float, b: float, d
     misses a*b*<s_g, s_s> + (a^2 - a)/2 |s_g|^2 + (b^2 - b)/2 |s_s|^2 - (a + b - 1) d / 2
     per unit of beta (the last term, the same for every particle, matters only for the
     overlap estimate). For a = b = 1 the particle-dependent part is <s_g, s_s>
-    (../shared/notes/composition.md). `gram` [steps, particles, 2, 2] holds the noise predictions'
+    (docs/composition.md). `gram` [steps, particles, 2, 2] holds the noise predictions'
     Gram matrix per particle and step (s = -eps / sqrt(1 - alpha_bar)); `betas` holds
     (beta, 1 - alpha_bar) per step, beta = 0 for steps whose weights are skipped.
     """
