@@ -22,13 +22,15 @@ from .diffusion.proposer import calibrate_plausibility
 from .diffusion.schedules import NoiseSchedule
 from .diffusion.training import TrainConfig, fine_tune, train
 
-_TASK = re.compile(r"^[A-Za-z0-9_\-]{0,64}$")
+_TASK = re.compile(r"[A-Za-z0-9_\-]{0,64}")
 SPECIALIZATION_METHODS = ("fine_tune", "scratch")
 
 
 def check_task(task: str) -> str:
-    if not _TASK.match(task or ""):
-        raise ValueError(f"task {task!r} must be letters, digits, '_' or '-' (at most 64)")
+    """The task name, if it is letters, digits, '_' or '-' only (it becomes part of a file name)."""
+    if not _TASK.fullmatch(task or ""):
+        shown = repr(task[:32]) + ("..." if len(task) > 32 else "")
+        raise ValueError(f"task {shown} must be letters, digits, '_' or '-' only, at most 64 (no spaces or newlines)")
     return task or ""
 
 

@@ -113,7 +113,7 @@ def test_internal_error_is_reported_and_the_node_recovers(served, monkeypatch):
     # A fault inside sampling (here: injected) must come back as a result code, not a dead node.
     def broken(*args, **kwargs):
         raise RuntimeError("sampler fault for the test")
-    monkeypatch.setattr(node.proposer, "propose", broken)
+    monkeypatch.setattr(node.service.proposer, "propose", broken)
     reply = call(client, request(mode="general"))
     assert reply.result == Response.RESULT_INTERNAL_ERROR
     assert "RuntimeError: sampler fault for the test" in reply.message
@@ -136,9 +136,9 @@ def test_more_sampler_steps_than_the_schedule_has_take_every_level(served):
 
 def test_joint_clip_bounds_only_the_joint_sampler(served):
     node, _, client = served
-    assert node.proposer.composition.sampler.clip == 10.0  # 0 (default): only the sampler's safety net
+    assert node.service.proposer.composition.sampler.clip == 10.0  # 0 (default): only the sampler's safety net
     assert node.set_parameters([Parameter("composition.clip", value=1.0)])[0].successful
-    assert node.proposer.composition.sampler.clip == 1.0 and node.proposer.sampler.clip == 10.0
+    assert node.service.proposer.composition.sampler.clip == 1.0 and node.service.proposer.sampler.clip == 10.0
     assert not node.set_parameters([Parameter("composition.clip", value=-1.0)])[0].successful
     assert call(client, request(mode="joint")).result == Response.RESULT_OK
 

@@ -136,7 +136,8 @@ def test_general_prior_reaches_a_late_proposal_node_and_reloads(running, model_d
     assert info.checkpoint_path.endswith("cabinet/general.safetensors") and "architecture" in info.metadata_json
 
     # The proposal node starts later with no models of its own: it learns of the prior from the latch.
-    (proposal,) = start(tmp_path / "empty", ("placement_proposal_node",))
+    # Its model_dir (tmp_path) holds no <domain>/ folders itself, but the announced file lies under it.
+    (proposal,) = start(tmp_path, ("placement_proposal_node",))
     assert wait_for(lambda: proposal.models.version(("general", "cabinet", "")) == info.version, TIMEOUT)
     client = probe.create_client(ProposePlacements, PROPOSE_SERVICE)
     assert client.wait_for_service(timeout_sec=TIMEOUT)

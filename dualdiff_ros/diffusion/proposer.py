@@ -77,6 +77,24 @@ class Proposer:
     sampler: SamplerConfig = field(default_factory=default_sampler)
     policy: FallbackPolicy = field(default_factory=FallbackPolicy)
 
+    def passes_per_sample(self, schedule, mode: str = "joint") -> int:
+        """Network passes one proposal can cost (each expert counted): what a request budget counts.
+
+        The worst case: a joint request counts its composition, the agreement check and the
+        fallback's own sampling; an unset general_min_t_fraction counts as guiding throughout.
+        """
+        single = len(self.sampler.timesteps(schedule)) + 1  # sampling + the plausibility score
+        if (mode or "joint") != "joint":
+            return single
+        comp, n = self.composition, schedule.num_steps
+        passes = 2  # both experts score the joint proposals
+        for t, t_prev in comp.sampler.timesteps(schedule):
+            guided = t >= (comp.general_min_t_fraction or 0.0) * n
+            passes += 2 if guided else 1
+            if comp.langevin_steps and guided and t_prev >= comp.langevin_min_t_fraction * n:
+                passes += 2 * comp.langevin_steps
+        return passes + (single if self.policy.enabled else 0)
+
     def propose(self, general: DiffusionModel | None, specialized: DiffusionModel | None, condition,
                 num_samples: int, mode: str = "joint", seed: int = 0) -> Proposals:
         """Proposals for one condition. ValueError for a bad mode; LookupError when a needed model is None."""

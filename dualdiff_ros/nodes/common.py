@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
@@ -11,6 +10,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from ..domains import SERVED_DOMAINS
 from ..model_store import check_task
 from ..runtime import THREADS_ENV, limit_torch_threads
+from ..serving import TRAIN_HINT, Setting, check_vector  # noqa: F401  (re-exported for the nodes)
 
 MODEL_INFO_TOPIC = "/dualdiff/model_info"
 TRAINING_PROGRESS_TOPIC = "/dualdiff/training_progress"
@@ -24,7 +24,6 @@ DIAGNOSTICS_TOPIC = "/diagnostics"
 # Latched announcements: every model a node announced stays there for late joiners.
 # 64 > (served domains x tasks) on any robot we know of, and covers a few reloads.
 MODEL_INFO_DEPTH = 64
-TRAIN_HINT = "create it with `dualdiff train` (see `dualdiff train --help`)"
 
 
 def latched_qos(depth: int = MODEL_INFO_DEPTH) -> QoSProfile:
@@ -54,6 +53,13 @@ def declare(node, name: str, default, description: str, *, int_range: tuple[int,
     return node.declare_parameter(name, default, descriptor)
 
 
+def declare_settings(node, settings: tuple[Setting, ...]) -> None:
+    """Declare serving.Setting entries as parameters (one table for every node that samples)."""
+    for s in settings:
+        declare(node, s.name, s.default, s.description, int_range=s.int_range, float_range=s.float_range,
+                choices=s.choices, read_only=s.read_only)
+
+
 def check_choice(name: str, value, choices) -> str | None:
     """None when `value` is allowed, else the reason (for an on-set-parameters callback)."""
     return None if value in choices else f"{name}={value!r}: use one of {', '.join(map(repr, choices))}"
@@ -75,16 +81,6 @@ def check_domains(domains) -> str | None:
     unknown = [d for d in domains if d not in SERVED_DOMAINS]
     if unknown:
         return f"unknown domain {unknown[0]!r}: served domains are {', '.join(SERVED_DOMAINS)}"
-    return None
-
-
-def check_vector(name: str, values, size: int) -> str | None:
-    """None when `values` has `size` finite numbers, else a message naming the problem and the fix."""
-    if len(values) != size:
-        return f"{name} has {len(values)} numbers, this domain needs {size}"
-    for i, v in enumerate(values):
-        if not math.isfinite(v):
-            return f"{name}[{i}] is {v}: every number must be finite (check the perception output)"
     return None
 
 

@@ -11,31 +11,27 @@ import json
 import math
 import secrets
 import threading
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 from dualdiff_interfaces.srv import EvaluateProposals, GenerateDataset
 from geometry_msgs.msg import Quaternion
+from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
-from .. import sim
+from .. import serving, sim
 from ..diffusion.checkpoint import CheckpointError
-from ..diffusion.composition import METHODS as COMPOSITION_METHODS
-from ..diffusion.proposer import MODES, Proposer, default_composition, default_sampler
-from ..diffusion.sampling import METHODS as SAMPLER_METHODS
-from ..diffusion.sampling import SamplerConfig
+from ..diffusion.proposer import MODES
 from ..model_store import ModelStore
 from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
-from .common import SCENE_MARKERS_TOPIC, TRAIN_HINT, check_choices, declare, latched_qos, spin_node
+from .common import SCENE_MARKERS_TOPIC, TRAIN_HINT, declare, declare_settings, latched_qos, spin_node
 
 NODE_NAME = "simulator_node"
 DOMAIN = "navigate_to"
 EVALUATION_MODES = (*MODES, "ring")
-CHOICES = {"composition.method": COMPOSITION_METHODS, "sampler.method": SAMPLER_METHODS}
 HELD_OUT_SEED = 1  # the specialized (ball) data's seed; held-out tasks follow its training tasks
 
 
@@ -48,16 +44,7 @@ class SimulatorNode(Node):
                 "empty = navigate-to-ball tasks generated after the specialized training tasks.")
         declare(self, "task", "", "Specialized model task name (ModelStore) used for evaluation.")
         declare(self, "workers", 1, "Processes for dataset generation.", int_range=(1, 64))
-        declare(self, "composition.method", "sum", "How the experts are composed in joint mode "
-                "(the rest of the composition is the placement service's default).",
-                choices=CHOICES["composition.method"])
-        served = default_sampler()
-        declare(self, "sampler.method", served.method, "Reverse process (as the placement service's).",
-                choices=CHOICES["sampler.method"])
-        declare(self, "sampler.steps", served.steps, "ddim / dpm_solver: at most this many steps (0 = every level).",
-                int_range=(0, 10000))
-        declare(self, "sampler.fine_steps", served.fine_steps,
-                "ddim / dpm_solver: the last this many levels one by one (0 = even strides).", int_range=(0, 10000))
+        declare_settings(self, serving.SAMPLING_SETTINGS)  # the placement service's sampling, evaluated
         declare(self, "scene_seed", 0, "Seed of the scene shown on /dualdiff/scene_markers.", int_range=(0, 2**31 - 1))
         declare(self, "scene_task", 0, "Task index of the scene shown.", int_range=(0, 1_000_000))
         declare(self, "marker_frame", "map", "frame_id of the scene markers.")
@@ -67,9 +54,21 @@ class SimulatorNode(Node):
         self.create_service(GenerateDataset, "~/generate_dataset", self._on_generate, callback_group=work)
         self.create_service(EvaluateProposals, "~/evaluate_proposals", self._on_evaluate, callback_group=work)
         self.scene_publisher = self.create_publisher(MarkerArray, SCENE_MARKERS_TOPIC, latched_qos(1))
-        self.add_on_set_parameters_callback(lambda params: check_choices(params, CHOICES))
+        self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._parameters_changed)
         self.publish_scene()
+
+    def _sampling_settings(self, changes=()) -> dict:
+        values = {s.name: self.get_parameter(s.name).value for s in serving.SAMPLING_SETTINGS}
+        values.update({p.name: p.value for p in changes if p.name in values})
+        return values
+
+    def _check_parameters(self, params) -> SetParametersResult:
+        try:
+            serving.proposer_from(self._sampling_settings(params))
+        except ValueError as err:
+            return SetParametersResult(successful=False, reason=str(err))
+        return SetParametersResult(successful=True)
 
     def _parameters_changed(self, params) -> None:
         if any(p.name in ("scene_seed", "scene_task", "marker_frame") for p in params):
@@ -160,12 +159,7 @@ class SimulatorNode(Node):
             raise CheckpointError(f"{store.general_path(DOMAIN)} does not exist; {TRAIN_HINT}")
         general = store.load_general(DOMAIN) if mode != "specialized" else None
         specialized = store.load_specialized(DOMAIN, task) if mode != "general" else None
-        sampler = SamplerConfig(method=self.get_parameter("sampler.method").value,
-                                steps=self.get_parameter("sampler.steps").value,
-                                fine_steps=self.get_parameter("sampler.fine_steps").value)
-        composition = replace(default_composition(), method=self.get_parameter("composition.method").value,
-                              sampler=sampler)
-        proposer = Proposer(composition, sampler)
+        proposer = serving.proposer_from(self._sampling_settings())
 
         def propose(states, k, rng):
             return np.stack([proposer.propose(general, specialized, s, k, mode,

@@ -1,0 +1,321 @@
+"""The placement service's policy, without ROS: settings, request checks, models, answers.
+
+The placement node and the simulator node are glue around this module: they declare
+`SAMPLING_SETTINGS` (and the node its `SERVICE_SETTINGS`) as ROS parameters, turn a request
+message into `PlacementService.answer(...)` and an `Answer` (or a `Refused`) into a reply.
+Everything a hostile or careless client can send is checked here, in this order:
+string sizes first (nothing long is ever echoed), then names, mode, state size and
+finiteness, the state's plausible range, the sample count and the compute budget. The
+contract of the reply lives in docs/ros_interfaces.md ("Contract").
+"""
+from __future__ import annotations
+
+import math
+import secrets
+import threading
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from .diffusion.checkpoint import CheckpointError, load_checkpoint
+from .diffusion.composition import METHODS as COMPOSITION_METHODS
+from .diffusion.composition import CompositionConfig
+from .diffusion.model import DiffusionModel
+from .diffusion.proposer import MODES, FallbackPolicy, Proposer, default_sampler
+from .diffusion.sampling import METHODS as SAMPLER_METHODS
+from .diffusion.sampling import SamplerConfig
+from .domains import SERVED_DOMAINS
+from .limits import DEFAULT_MARGIN, PlausibleRange
+from .model_store import ModelStore, check_task
+
+# Result codes, as in ProposePlacements.srv (test_serving checks they agree).
+RESULT_OK, RESULT_INVALID_REQUEST, RESULT_MODEL_UNAVAILABLE, RESULT_INTERNAL_ERROR = 0, 1, 2, 3
+MAX_NAME_BYTES = 64   # domain, task and mode are short names; anything longer is refused unread
+QUOTE_CHARS = 32      # at most this much of an untrusted string goes into a message or a log line
+STATE_MEANING = {"cabinet": "the cabinet's x, y, z", "round_table": "the table's x, y, z",
+                 "navigate_to": "the 10 navigate-to features"}
+TRAIN_HINT = "create it with `dualdiff train` (see `dualdiff train --help`)"
+
+
+def quote(text: str) -> str:
+    """A short, printable rendering of an untrusted string for messages and logs."""
+    text = str(text)
+    shown = repr(text[:QUOTE_CHARS])
+    return shown + (f"... ({len(text.encode('utf-8', 'replace'))} bytes)" if len(text) > QUOTE_CHARS else "")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One tunable of the service: a ROS parameter in the nodes, a dict entry here."""
+
+    name: str
+    default: object
+    description: str
+    int_range: tuple[int, int] | None = None
+    float_range: tuple[float, float] | None = None
+    choices: tuple | None = None
+    read_only: bool = False
+
+
+_SERVED = default_sampler()
+SAMPLING_SETTINGS = (
+    Setting("composition.method", "sum", "How the two experts are composed (docs/composition.md).",
+            choices=COMPOSITION_METHODS),
+    Setting("composition.general_min_t_fraction", -1.0,
+            "Below this fraction of the noise schedule the specialized model refines alone; -1 = the value "
+            "the general prior's recipe records (docs/RESULTS.md, section 1).", float_range=(-1.0, 1.0)),
+    Setting("composition.weight_general", 1.0,
+            "Exponent of the general prior in the product (methods weighted and smc; sum needs 1).",
+            float_range=(0.0, 10.0)),
+    Setting("composition.weight_specialized", 1.0,
+            "Exponent of the specialized model (methods weighted and smc; sum needs 1).", float_range=(0.0, 10.0)),
+    Setting("composition.clip", 0.0,
+            "Bound on joint sampling's predicted clean target in the general data's normalized units (1 = the "
+            "general prior's training range); 0 = only the sampler's safety net (10). It pins disagreeing "
+            "experts inside the prior's range, where the fallback check misses them (docs/RESULTS.md, "
+            "section 2): use it only where the robot's data lies inside the general data's range.",
+            float_range=(0.0, 100.0)),
+    Setting("composition.langevin_steps", 0, "Langevin corrector steps per noise level (0 = none).",
+            int_range=(0, 100)),
+    Setting("composition.resample_threshold", 0.5, "SMC resamples when ESS/K falls below this.",
+            float_range=(0.01, 1.0)),
+    Setting("sampler.method", _SERVED.method, "Reverse process: ddpm (every level), ddim (strided ancestral "
+            "steps with eta = 1) or dpm_solver (SDE-DPM-Solver++ 2M).", choices=SAMPLER_METHODS),
+    Setting("sampler.steps", _SERVED.steps,
+            "ddim / dpm_solver: at most this many steps; 0, or at least the model's levels, = every level.",
+            int_range=(0, 10000)),
+    Setting("sampler.fine_steps", _SERVED.fine_steps,
+            "ddim / dpm_solver: of sampler.steps, take the last this many noise levels one by one and stride "
+            "over the rest (0 = evenly spaced steps; must be below sampler.steps).", int_range=(0, 10000)),
+    Setting("sampler.eta", _SERVED.eta, "DDIM stochasticity (0 = deterministic).", float_range=(0.0, 1.0)),
+    Setting("fallback.enabled", True, "Fall back to one expert when the two do not overlap."),
+    Setting("fallback.min_agreement", 0.5,
+            "Least fraction of joint proposals the general prior must find typical; else fall back.",
+            float_range=(0.0, 1.0)),
+    Setting("fallback.mode", "specialized", "The expert a failed joint request falls back to.",
+            choices=("specialized", "general")),
+)
+SERVICE_SETTINGS = (
+    Setting("max_samples", 256, "Most proposals one request may ask for.", int_range=(1, 4096)),
+    Setting("fallback_to_general", True,
+            "Answer a joint request from the general prior while no specialized model exists."),
+    Setting("limits.state_margin", DEFAULT_MARGIN,
+            "A state is refused when a number lies further outside the general data's range than this many "
+            "spans of that range (the range is in the model's metadata).", float_range=(0.0, 1e6)),
+    Setting("budget.max_sample_passes", 1_000_000,
+            "Most network passes x proposals one request may cost (sampler steps, both experts, Langevin "
+            "steps, the agreement check and a fallback counted): a larger request is refused, so it cannot "
+            "hold up everyone behind it (docs/RESULTS.md, section 6).", int_range=(1000, 10**10)),
+)
+SETTINGS = SAMPLING_SETTINGS + SERVICE_SETTINGS
+
+
+def defaults(settings=SETTINGS) -> dict:
+    return {s.name: s.default for s in settings}
+
+
+def proposer_from(values: dict) -> Proposer:
+    """A Proposer from SAMPLING_SETTINGS values; ValueError naming a bad value or combination."""
+    for s in SAMPLING_SETTINGS:
+        if s.choices and values[s.name] not in s.choices:
+            raise ValueError(f"{s.name}={values[s.name]!r}: use one of {', '.join(map(repr, s.choices))}")
+    sampler = SamplerConfig(method=values["sampler.method"], steps=int(values["sampler.steps"]),
+                            fine_steps=int(values["sampler.fine_steps"]), eta=float(values["sampler.eta"]))
+    joint_sampler = replace(sampler, clip=float(values["composition.clip"]) or sampler.clip)
+    fraction = float(values["composition.general_min_t_fraction"])
+    composition = CompositionConfig(
+        method=values["composition.method"], weight_general=float(values["composition.weight_general"]),
+        weight_specialized=float(values["composition.weight_specialized"]), sampler=joint_sampler,
+        resample_threshold=float(values["composition.resample_threshold"]),
+        langevin_steps=int(values["composition.langevin_steps"]),
+        general_min_t_fraction=None if fraction < 0 else fraction)  # parameters cannot be None: -1 = unset
+    policy = FallbackPolicy(enabled=bool(values["fallback.enabled"]),
+                            min_agreement=float(values["fallback.min_agreement"]),
+                            fallback_mode=values["fallback.mode"])
+    composition.validate(num_train_steps=10**9)  # steps against the model's own schedule: per request
+    policy.validate()
+    return Proposer(composition=composition, sampler=sampler, policy=policy)
+
+
+class Refused(Exception):
+    """A request answered with `result` and a message instead of proposals."""
+
+    def __init__(self, result: int, message: str):
+        super().__init__(message)
+        self.result = result
+
+
+class ModelSlots:
+    """Loaded models by (role, domain, task). A request takes its pair in one locked read."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._models: dict[tuple[str, str, str], DiffusionModel] = {}
+
+    def put(self, key: tuple[str, str, str], model: DiffusionModel) -> None:
+        with self._lock:
+            self._models[key] = model
+
+    def pair(self, domain: str, task: str):
+        with self._lock:
+            return self._models.get(("general", domain, "")), self._models.get(("specialized", domain, task))
+
+    def version(self, key) -> str:
+        with self._lock:
+            model = self._models.get(key)
+        return model.metadata.get("version", "") if model is not None else ""
+
+    def versions(self) -> dict[str, str]:
+        with self._lock:
+            items = list(self._models.items())
+        return {"/".join(k for k in key if k): m.metadata.get("version", "") for key, m in sorted(items)}
+
+
+def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> DiffusionModel:
+    """Load and verify a checkpoint for one slot; CheckpointError says why it cannot go there.
+
+    An announcement on /dualdiff/model_info can come from any node on the network, so the file
+    must lie under this service's model_dir and say (in its verified header) that it is a
+    model of this role, domain and task, with the domain's sizes.
+    """
+    root = Path(model_dir).expanduser().resolve()
+    path = Path(path).expanduser()
+    if not path.resolve().is_relative_to(root):
+        raise CheckpointError(f"{quote(str(path))} is not under model_dir {root}: announcements of files "
+                              "elsewhere are refused (a forged or misconfigured announcement)")
+    model = load_checkpoint(path)
+    meta = model.metadata
+    want = {"role": role, "domain": domain}
+    if role == "specialized":
+        want["task"] = task
+    wrong = {k: meta.get(k, "") for k, v in want.items() if meta.get(k, "") != v}
+    if wrong:
+        raise CheckpointError(f"{path} is a model of {wrong}, not of {want}: refused for this slot")
+    state_size, target_size = SERVED_DOMAINS[domain]
+    if (model.condition_dim, model.target_dim) != (state_size, target_size):
+        raise CheckpointError(f"{path} maps {model.condition_dim} numbers to {model.target_dim}, "
+                              f"{domain} needs {state_size} -> {target_size}")
+    return model
+
+
+@dataclass
+class Answer:
+    proposals: np.ndarray          # [k, target_dim], the state's frame
+    scores: np.ndarray             # [k], higher = more plausible
+    mode_used: str
+    message: str = ""
+    diagnostics: dict = field(default_factory=dict)
+    general_version: str = ""
+    specialized_version: str = ""
+
+
+class PlacementService:
+    """Answers placement requests from the models in `slots` with the current settings."""
+
+    def __init__(self, model_dir, values: dict | None = None):
+        self.store = ModelStore(model_dir)
+        self.slots = ModelSlots()
+        self.configure(values or defaults())
+
+    def configure(self, values: dict) -> None:
+        """New settings (all or none: ValueError names the bad one); a running request keeps its own."""
+        proposer = proposer_from(values)
+        self._settings = (proposer, dict(values))
+
+    @property
+    def proposer(self) -> Proposer:
+        return self._settings[0]
+
+    def answer(self, domain: str, task: str, mode: str, state, num_samples: int, seed: int = 0) -> Answer:
+        """Proposals for one request, or Refused naming the problem and the fix."""
+        proposer, values = self._settings  # settings, like models, are fixed for the whole request
+        domain, task, mode = check_names(domain, task, mode)
+        state = check_state(domain, state)
+        general, specialized = self.slots.pair(domain, task)
+        check_plausible(domain, state, general or specialized, float(values["limits.state_margin"]))
+        max_samples = int(values["max_samples"])
+        if not 1 <= num_samples <= max_samples:
+            raise Refused(RESULT_INVALID_REQUEST, f"num_samples {num_samples} is outside 1..{max_samples}: ask "
+                          "for at least one and at most max_samples (a parameter of this node)")
+        mode, note = self._resolve_mode(domain, task, mode, general, specialized, bool(values["fallback_to_general"]))
+        model = general if mode != "specialized" else specialized
+        cost = proposer.passes_per_sample(model.schedule, mode) * num_samples
+        budget = int(values["budget.max_sample_passes"])
+        if cost > budget:
+            raise Refused(RESULT_INVALID_REQUEST, f"this request costs {cost} network passes x proposals "
+                          f"({num_samples} proposals, mode {mode}, sampler {proposer.sampler.method}, composition "
+                          f"{proposer.composition.method}, {proposer.composition.langevin_steps} Langevin steps): "
+                          f"more than budget.max_sample_passes = {budget}; ask for fewer proposals or cheaper "
+                          "settings")
+        result = proposer.propose(general, specialized, state, int(num_samples), mode,
+                                  seed or secrets.randbelow(2**31 - 1) + 1)  # 0 = fresh randomness
+        if not (np.isfinite(result.targets).all() and np.isfinite(result.scores).all()):
+            raise Refused(RESULT_INTERNAL_ERROR, f"the {result.mode_used} model gave non-finite proposals for this "
+                          "state: its checkpoint is broken; retrain it (nothing was returned)")
+        used_specialized = result.mode_used in ("joint", "specialized")
+        return Answer(result.targets, result.scores, result.mode_used,
+                      "; ".join(m for m in (note, result.message) if m), result.diagnostics,
+                      general.metadata.get("version", "") if general is not None else "",
+                      specialized.metadata.get("version", "") if used_specialized else "")
+
+    def _resolve_mode(self, domain, task, mode, general, specialized, general_without_specialist: bool):
+        """The mode to run and a note when it differs; Refused when a needed model is missing."""
+        if general is None and mode in ("joint", "general"):
+            raise Refused(RESULT_MODEL_UNAVAILABLE,
+                          f"no general prior loaded for {domain}: expected {self.store.general_path(domain)}; "
+                          f"{TRAIN_HINT} and announce it (general_prior_node ~/reload)")
+        if specialized is None and mode in ("joint", "specialized"):
+            label = f"{domain} task {task!r}" if task else domain
+            hint = (f"no specialized model loaded for {label} (expected {self.store.specialized_path(domain, task)}): "
+                    "record observations and call /dualdiff/train_specialized")
+            if mode == "joint" and general_without_specialist:
+                return "general", hint + "; answered from the general prior"
+            raise Refused(RESULT_MODEL_UNAVAILABLE, hint)
+        return mode, ""
+
+
+def check_names(domain: str, task: str, mode: str) -> tuple[str, str, str]:
+    """(domain, task, mode) of a request, sizes checked before anything else reads them."""
+    for name, value in (("domain", domain), ("task", task), ("mode", mode)):
+        size = len(value.encode("utf-8", "replace"))
+        if size > MAX_NAME_BYTES:
+            raise Refused(RESULT_INVALID_REQUEST, f"{name} is {size} bytes, more than {MAX_NAME_BYTES}: "
+                          f"send a short name (it starts {quote(value)})")
+    if domain not in SERVED_DOMAINS:
+        raise Refused(RESULT_INVALID_REQUEST, f"unknown domain {quote(domain)}: use one of {', '.join(SERVED_DOMAINS)}")
+    try:
+        task = check_task(task)
+    except ValueError as err:
+        raise Refused(RESULT_INVALID_REQUEST, str(err)) from err
+    mode = mode or "joint"
+    if mode not in MODES:
+        raise Refused(RESULT_INVALID_REQUEST, f"unknown mode {quote(mode)}: use '' or one of {', '.join(MODES)}")
+    return domain, task, mode
+
+
+def check_vector(name: str, values, size: int) -> str | None:
+    """None when `values` has `size` finite numbers, else a message naming the problem and the fix."""
+    if len(values) != size:
+        return f"{name} has {len(values)} numbers, this domain needs {size}"
+    for i, v in enumerate(values):
+        if not math.isfinite(v):
+            return f"{name}[{i}] is {v}: every number must be finite (check the perception output)"
+    return None
+
+
+def check_state(domain: str, state) -> np.ndarray:
+    problem = check_vector("state", state, SERVED_DOMAINS[domain][0])
+    if problem:
+        meaning = STATE_MEANING.get(domain, "its features")
+        raise Refused(RESULT_INVALID_REQUEST, f"{problem} ({domain} state = {meaning})")
+    return np.asarray(state, dtype=np.float64)
+
+
+def check_plausible(domain: str, state: np.ndarray, model: DiffusionModel | None, margin: float) -> None:
+    """Refuse a state outside the general data's range widened by `margin` spans (the model knows the range)."""
+    if model is None:
+        return  # nothing loaded: the mode check answers MODEL_UNAVAILABLE
+    problem = PlausibleRange.from_model(domain, model, margin).check_state(state)
+    if problem:
+        raise Refused(RESULT_INVALID_REQUEST, problem + "; parameter limits.state_margin widens the range")
