@@ -13,7 +13,7 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 
-from dualdiff_interfaces.msg import ModelInfo, TrainingProgress
+from dualdiff_interfaces.msg import ModelInfo, Observation, TrainingProgress
 from dualdiff_interfaces.srv import RecordObservation, TrainSpecialized
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -39,11 +39,6 @@ from .common import (
     specialized_checkpoints,
     spin_node,
 )
-
-try:  # added with this node; an interfaces build that predates it still serves the services
-    from dualdiff_interfaces.msg import Observation
-except ImportError:  # pragma: no cover - depends on the installed interfaces
-    Observation = None
 
 NODE_NAME = "specialized_model_node"
 
@@ -80,12 +75,8 @@ class SpecializedModelNode(Node):
             TrainingProgress, TRAINING_PROGRESS_TOPIC, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         record_group, train_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
         self.create_service(RecordObservation, "~/record_observation", self._on_record, callback_group=record_group)
-        if Observation is not None:
-            self.create_subscription(Observation, OBSERVATIONS_TOPIC, self._on_observation, 100,
-                                     callback_group=record_group)
-        else:
-            self.get_logger().warning(f"dualdiff_interfaces has no msg/Observation: {OBSERVATIONS_TOPIC} is off "
-                                      "(rebuild the interfaces: make setup)")
+        self.create_subscription(Observation, OBSERVATIONS_TOPIC, self._on_observation, 100,
+                                 callback_group=record_group)
         self.create_service(TrainSpecialized, TRAIN_SERVICE, self._on_train, callback_group=train_group)
         for domain, task, n in self.store.summary():
             self.get_logger().info(f"{n} observations stored for {domain}" + (f"/{task}" if task else ""))
