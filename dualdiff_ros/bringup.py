@@ -10,20 +10,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import signal
 import sys
 from pathlib import Path
 
 import rclpy
 import yaml
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
+from .nodes.common import spin, stop_nodes  # noqa: F401  (stop_nodes: for start_nodes' callers)
 from .nodes.general_prior_node import GeneralPriorNode
 from .nodes.placement_proposal_node import PlacementProposalNode
 from .nodes.simulator_node import SimulatorNode
 from .nodes.specialized_model_node import SpecializedModelNode
-from .runtime import THREADS_ENV, limit_torch_threads
+from .runtime import THREADS_ENV
 
 # Start order: announcers first, so the proposal node finds their latched models at once.
 NODE_CLASSES = {
@@ -103,16 +103,6 @@ def start_nodes(context=None, config: str | Path | None = None, model_dir: str |
     return executor, started
 
 
-def stop_nodes(executor, nodes) -> None:
-    """Stop spinning, then destroy every node (one that is already destroyed is skipped)."""
-    executor.shutdown()
-    for node in reversed(nodes):
-        try:
-            node.destroy_node()
-        except Exception as err:  # keep destroying the others
-            rclpy.logging.get_logger("dualdiff_bringup").debug(f"{node.get_name()}: {err!r}")
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="dualdiff_bringup", description=__doc__.split("\n")[0])
     ap.add_argument("--config", default=str(default_config()), help="ROS parameter file (default: %(default)s)")
@@ -122,29 +112,15 @@ def main(argv=None) -> int:
     args, ros_args = ap.parse_known_args(argv)
     if not Path(args.config).is_file():
         ap.error(f"config {args.config} does not exist")
-    # rclpy's handlers shut the context down (the executor wakes and returns), then call the handler
-    # that was there before: for SIGTERM that must not be the default one, which kills the process.
-    signal.signal(signal.SIGTERM, lambda *_: None)
-    threads = limit_torch_threads()
-    rclpy.init(args=[sys.argv[0], *ros_args])
-    executor, nodes = None, []
-    try:
+
+    def start(threads: int):
         executor, nodes = start_nodes(None, args.config, args.model_dir, args.nodes)
-        log = rclpy.logging.get_logger("dualdiff_bringup")
-        log.info(f"started {', '.join(n.get_name() for n in nodes)} from {args.config} "
-                 f"(torch intra-op threads: {threads}, ${THREADS_ENV})")
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except Exception:
-        # A signal between the executor's "context ok?" check and its wait-set creation surfaces as
-        # RCLError ("context is not valid"): a stop like any other, once the context is down.
-        if rclpy.ok():
-            raise
-    finally:
-        if executor is not None:
-            stop_nodes(executor, nodes)
-        rclpy.try_shutdown()
+        rclpy.logging.get_logger("dualdiff_bringup").info(
+            f"started {', '.join(n.get_name() for n in nodes)} from {args.config} "
+            f"(torch intra-op threads: {threads}, ${THREADS_ENV})")
+        return executor, nodes
+
+    spin(start, [sys.argv[0], *ros_args])
     rclpy.logging.get_logger("dualdiff_bringup").info("stopped")
     return 0
 

@@ -118,11 +118,11 @@ def _evaluate(client, dom, eval_conditions: int) -> list[dict]:
 
 
 def _table(rows) -> str:
-    lines = [f"| domain | mode | accuracy | coverage | ms/request ({EVAL_SAMPLES} proposals) |",
-             "|---|---|---|---|---|"]
-    lines += [f"| {r['domain']} | {r['mode']} | {r['accuracy']:.3f} | {r['coverage']:.3f} | {r['ms_per_request']:.1f} |"
-              for r in rows]
-    return "\n".join(lines) + "\n"
+    from .evaluation.report import markdown_table
+
+    return markdown_table(rows, ["domain", "mode", "accuracy", "coverage", "ms_per_request"],
+                          ["domain", "mode", "accuracy", "coverage", f"ms/request ({EVAL_SAMPLES} proposals)"],
+                          digits={"ms_per_request": 1})
 
 
 def _write(output: Path, rows, examples, eval_conditions: int):

@@ -1,17 +1,21 @@
 """Fill a ModelStore for a domain: data, general prior, fine-tuned specialized model.
 
-Used by `dualdiff train` and `dualdiff demo`. A second call with the same recipe finds
-the checkpoints and trains nothing (pass force=True to retrain).
+Used by `dualdiff train`, `dualdiff demo` and the navigate-to study (which trains and saves
+its models here, so training never needs the evaluation package). A second call with the
+same recipe finds the checkpoints and trains nothing (pass force=True to retrain).
 """
 from __future__ import annotations
 
 import logging
 import time
+from pathlib import Path
 
 from .diffusion.checkpoint import CheckpointError, read_header
 from .domains import get_domain
-from .model_store import ModelStore, save, train_general, train_specialized
+from .model_store import ModelStore, Recipe, save, train_general, train_specialized
+from .recipes import NAVIGATION_DATA
 from .recipes import recipe as named_recipe
+from .seeds import stream
 
 log = logging.getLogger("dualdiff.train")
 
@@ -36,12 +40,11 @@ def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 
         return {"general": read_header(paths[0])["metadata"]["version"],
                 "specialized": read_header(paths[1])["metadata"]["version"]}
     if domain == "navigate_to":
-        from .evaluation.navigation import train_navigation_models
-        return train_navigation_models(model_dir, recipe_name=recipe_name, seed=seed)
+        return train_navigation(model_dir, recipe_name, seed)
     recipe = named_recipe(recipe_name)
     dom = get_domain(domain)
-    general_data = dom.general_dataset(GENERAL_SIZE, seed * 100 + 1)
-    special_data = dom.specialized_dataset(SPECIALIZED_SIZE, seed * 100 + 2)
+    general_data = dom.general_dataset(GENERAL_SIZE, stream(seed, "general_data"))
+    special_data = dom.specialized_dataset(SPECIALIZED_SIZE, stream(seed, "specialized_data"))
     start = time.perf_counter()
     print(f"[train] {domain}: general prior on {len(general_data)} pairs (recipe {recipe_name})")
     general = train_general(domain, general_data.conditions, general_data.targets, recipe, seed, progress)
@@ -55,3 +58,79 @@ def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 
     print(f"[train] {domain}: wrote {paths[0]} ({versions['general']}) and {paths[1]} "
           f"({versions['specialized']}) in {time.perf_counter() - start:.0f} s")
     return versions
+
+
+# ---- navigate-to -----------------------------------------------------------------------------
+NAVIGATE_TO = "navigate_to"
+GENERAL_DATA_SEED, BALL_DATA_SEED = 0, 1  # the data is fixed across training seeds, as in the thesis
+
+
+def load_navigation_data(general_tasks: int, train_tasks: int, test_tasks: int, data_dir=None,
+                         general_seed: int = GENERAL_DATA_SEED, ball_seed: int = BALL_DATA_SEED,
+                         progress: bool = False):
+    """General, ball-train and ball-test NavigateData; generated once per (seed, size), cached in data_dir."""
+    from . import sim  # PyBullet: only where navigate-to data is made
+
+    root = Path(data_dir).expanduser() if data_dir else None
+    general_path = root / f"navigate_general_seed{general_seed}_tasks{general_tasks}.npz" if root else None
+    if general_path is not None and general_path.exists():
+        general = sim.NavigateData.load(general_path)
+    else:
+        general = sim.general_dataset(general_tasks, general_seed, progress=progress)
+        if general_path is not None:
+            general.save(general_path)
+    prefix = f"navigate_ball_seed{ball_seed}_train{train_tasks}_test{test_tasks}"
+    paths = (root / f"{prefix}_train.npz", root / f"{prefix}_test.npz") if root else (None, None)
+    if paths[0] is not None and all(p.exists() for p in paths):
+        return general, sim.NavigateData.load(paths[0]), sim.NavigateData.load(paths[1])
+    train, test = sim.specialized_datasets(train_tasks, test_tasks, ball_seed)
+    if root is not None:
+        train.save(paths[0])
+        test.save(paths[1])
+    return general, train, test
+
+
+def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
+                            needed: tuple = ("scratch", "fine_tuned"), progress: bool = False) -> dict:
+    """The navigate-to general prior, and the ball model from scratch and/or the ball fine-tune, for one seed."""
+    general = train_general(NAVIGATE_TO, general_data.states, general_data.targets, recipe,
+                            stream(seed, "train_general"), progress)
+    models = {"general": general}
+    for name, method in (("scratch", "scratch"), ("fine_tuned", "fine_tune")):
+        if name in needed:
+            models[name] = train_specialized(general, ball_train.states, ball_train.targets, recipe, method,
+                                             task="ball", seed=stream(seed, f"train_{name}"), progress=progress)
+    return models
+
+
+def save_navigation_models(models: dict, model_dir, method: str = "fine_tune", recipe_name: str = "") -> dict:
+    """Write the prior and the served ball model where the placement service looks for navigate_to.
+
+    The served specialized model is the fine-tune (the specialized node's default method) unless
+    `method` says scratch; the other one is kept beside it as task "scratch" or "fine_tune".
+    Returns the checkpoint versions.
+    """
+    store = ModelStore(model_dir)
+    served, other = ("fine_tuned", "scratch") if method == "fine_tune" else ("scratch", "fine_tuned")
+    paths = {"general": store.general_path(NAVIGATE_TO), "specialized": store.specialized_path(NAVIGATE_TO),
+             "other": store.specialized_path(NAVIGATE_TO, "scratch" if method == "fine_tune" else "fine_tune")}
+    versions = {}
+    for key, name in (("general", "general"), ("specialized", served), ("other", other)):
+        if name not in models:  # a study that ran only some configurations
+            continue
+        if recipe_name:
+            models[name].metadata["recipe"] = recipe_name  # `dualdiff train` reuses checkpoints of its recipe
+        versions[key] = save(models[name], paths[key])
+    return versions
+
+
+def train_navigation(model_dir, recipe_name: str = "full", seed: int = 0, data_dir=None,
+                     method: str = "fine_tune") -> dict:
+    """`dualdiff train --domain navigate_to`: one seed's models of a recipe into ModelStore(model_dir)."""
+    from .sim.dataset import FULL_SPECIALIZED_TEST_TASKS, FULL_SPECIALIZED_TRAIN_TASKS
+
+    sizes = {"train_tasks": FULL_SPECIALIZED_TRAIN_TASKS, "test_tasks": FULL_SPECIALIZED_TEST_TASKS,
+             **NAVIGATION_DATA[recipe_name]}
+    general_data, ball_train, _ = load_navigation_data(**sizes, data_dir=data_dir)
+    models = train_navigation_models(general_data, ball_train, named_recipe(recipe_name, NAVIGATE_TO), seed)
+    return save_navigation_models(models, model_dir, method, recipe_name)

@@ -24,7 +24,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from dualdiff_ros.diffusion.checkpoint import load_checkpoint, save_checkpoint
 from dualdiff_ros.diffusion.proposer import Proposer, default_composition
@@ -33,6 +32,8 @@ from dualdiff_ros.domains import get_domain
 from dualdiff_ros.evaluation import experiments, metrics
 from dualdiff_ros.model_store import train_general, train_specialized
 from dualdiff_ros.recipes import recipe
+from dualdiff_ros.runtime import limit_torch_threads
+from dualdiff_ros.seeds import stream
 
 VALIDATION_SEEDS = (10, 11)
 
@@ -60,17 +61,16 @@ def trained_models(domain, seed: int, root: Path, fine_tune: str = "") -> dict:
     if tuned_path.exists():
         return {"general": load_checkpoint(folder / "general.safetensors"), "fine_tuned": load_checkpoint(tuned_path)}
     folder.mkdir(parents=True, exist_ok=True)
-    streams = experiments.DATA_STREAMS
-    general_data = domain.general_dataset(settings.general_size, seed * 100 + streams["general"])
-    special = domain.specialized_dataset(settings.specialized_size, seed * 100 + streams["specialized"])
+    general_data = domain.general_dataset(settings.general_size, stream(seed, "general_data"))
+    special = domain.specialized_dataset(settings.specialized_size, stream(seed, "specialized_data"))
     if (folder / "general.safetensors").exists():
         general = load_checkpoint(folder / "general.safetensors")
     else:
         general = train_general(domain.name, general_data.conditions, general_data.targets, settings.recipe,
-                                seed * 100 + 11, False)
+                                stream(seed, "train_general"), False)
         save_checkpoint(general, folder / "general.safetensors")
     tuned = train_specialized(general, special.conditions, special.targets, settings.recipe, "fine_tune",
-                              seed=seed * 100 + 13, progress=False)
+                              seed=stream(seed, "train_fine_tuned"), progress=False)
     save_checkpoint(tuned, tuned_path)
     return {"general": general, "fine_tuned": tuned}
 
@@ -108,23 +108,23 @@ def main() -> int:
     parser.add_argument("--fine-tune", default="", help="fine-tuning changes to the demo recipe, key=value,...")
     parser.add_argument("--plot", help="also draw accuracy and coverage against the number of steps to this PNG")
     args = parser.parse_args()
-    torch.set_num_threads(1)
+    limit_torch_threads()
     domain, results, steps = get_domain(args.domain), {}, {}
     for seed in args.seeds:
         models = trained_models(domain, seed, Path(args.cache), args.fine_tune)
-        conditions = domain.sample_conditions(args.conditions, np.random.default_rng(seed * 100 + 3))
+        conditions = domain.sample_conditions(args.conditions, np.random.default_rng(stream(seed, "test")))
         ref_c = np.repeat(conditions, 10, axis=0)
         reference = domain.local_frame(ref_c, domain.sample_specialized_targets(
-            ref_c, np.random.default_rng(seed * 100 + 4)))
+            ref_c, np.random.default_rng(stream(seed, "reference"))))
         for name in args.variants.split(","):
             alone, proposer = parse_variant(name)
             steps[name] = len(proposer.sampler.timesteps(models["general"].schedule))
             start = time.perf_counter()
             if alone:
-                samples = sample(models["fine_tuned"], conditions, 10, seed * 100 + 5, proposer.sampler)
+                samples = sample(models["fine_tuned"], conditions, 10, stream(seed, "sampling"), proposer.sampler)
             else:
                 samples, _ = experiments.sample_configuration(("proposer", ("general", "fine_tuned"), proposer),
-                                                              models, conditions, 10, seed * 100 + 5)
+                                                              models, conditions, 10, stream(seed, "sampling"))
             ms = 1000 * (time.perf_counter() - start) / len(conditions)
             acc = metrics.accuracy(domain, conditions, samples)
             cov = metrics.coverage(reference, metrics.local_samples(domain, conditions, samples))

@@ -9,6 +9,7 @@ import torch
 from dualdiff_ros.diffusion.sampling import sample
 from dualdiff_ros.evaluation import navigation
 from dualdiff_ros.model_store import ModelStore
+from dualdiff_ros.training_jobs import train_navigation
 
 torch.set_num_threads(1)
 
@@ -50,9 +51,8 @@ def test_quick_study_numbers_are_sane(study):
     assert {e["configuration"] for e in result["summary"]} == set(navigation.CONFIGURATIONS)
 
 
-def test_train_navigation_models_writes_loadable_checkpoints(tmp_path, data_dir):
-    settings = navigation.NavigationSettings.quick(data_dir=str(data_dir))
-    versions = navigation.train_navigation_models(tmp_path / "models", settings, seed=1, recipe_name="quick")
+def test_train_navigation_writes_loadable_checkpoints(tmp_path, data_dir):
+    versions = train_navigation(tmp_path / "models", "quick", seed=1, data_dir=data_dir)
     store = ModelStore(tmp_path / "models")
     general, specialized = store.load_general("navigate_to"), store.load_specialized("navigate_to")
     assert versions["general"] == general.metadata["version"] and specialized.metadata["recipe"] == "quick"

@@ -62,13 +62,6 @@ class NoiseSchedule:
         ab = self.alphas_cumprod.to(y0.dtype)[t].unsqueeze(-1)
         return ab.sqrt() * y0 + (1 - ab).sqrt() * noise
 
-    def score_from_eps(self, eps: torch.Tensor, t: int) -> torch.Tensor:
-        """Score of the noised marginal, s = -eps / sqrt(1 - alpha_bar_t)."""
-        return -eps / math.sqrt(1.0 - self.alpha_bar(t))
-
-    def eps_from_score(self, score: torch.Tensor, t: int) -> torch.Tensor:
-        return -score * math.sqrt(1.0 - self.alpha_bar(t))
-
     def linspace_timesteps(self, num_inference_steps: int) -> list[int]:
         """DPM-Solver timesteps, diffusers' "linspace" spacing: T - 1 down; the last step reaches the clean sample."""
         if not 1 <= num_inference_steps <= self.num_steps:

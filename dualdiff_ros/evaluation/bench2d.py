@@ -36,6 +36,7 @@ from dualdiff_ros.diffusion.sampling import SamplerConfig, sample
 from dualdiff_ros.diffusion.schedules import NoiseSchedule
 from dualdiff_ros.diffusion.training import TrainConfig, evaluation_loss, train
 from dualdiff_ros.domains.toy2d import DEFAULT_SEED, TOY_DATASETS, toy_dataset
+from dualdiff_ros.evaluation import report
 from dualdiff_ros.evaluation.kl import kl_divergence
 
 SEED_SCHEDULE = {"kind": "linear", "num_steps": 100, "beta_start": 1e-4, "beta_end": 0.02}
@@ -229,23 +230,16 @@ def summarize(runs: list[dict]) -> list[dict]:
     return rows
 
 
-def _pm(stat: dict, digits: int = 3) -> str:
-    return f"{stat['mean']:.{digits}f} ± {stat['sd']:.{digits}f}"
-
-
 def markdown_table(summary: list[dict], configs: dict[str, BenchConfig], n_generated: int = 10_000) -> str:
     """One row per dataset x configuration; KL and its real-vs-real floor side by side."""
-    lines = ["| dataset | configuration | family | params | seeds | KL (bits) | real-vs-real floor | "
-             f"paper KL | eval loss | train s | sample {n_generated:,} s |",
-             "|---|---|---|---:|---:|---|---|---:|---|---:|---:|"]
-    for row in summary:
-        family = configs[row["config"]].family if row["config"] in configs else "?"
-        paper = "" if row["paper_kl"] is None else f"{row['paper_kl']:.3f}"
-        lines.append(f"| {row['dataset']} | {row['config']} | {family} | {row['parameters']:,} | "
-                     f"{row['seeds']} | {_pm(row['kl'])} | {_pm(row['kl_floor'])} | {paper} | "
-                     f"{_pm(row['eval_loss'], 4)} | "
-                     f"{row['train_seconds']['mean']:.1f} | {row['sample_seconds']['mean']:.1f} |")
-    return "\n".join(lines) + "\n"
+    rows = [{**row, "family": configs[row["config"]].family if row["config"] in configs else "?",
+             "parameters": f"{row['parameters']:,}", "train_s": row["train_seconds"]["mean"],
+             "sample_s": row["sample_seconds"]["mean"]} for row in summary]
+    columns = ["dataset", "config", "family", "parameters", "seeds", "kl", "kl_floor", "paper_kl", "eval_loss",
+               "train_s", "sample_s"]
+    headers = ["dataset", "configuration", "family", "params", "seeds", "KL (bits)", "real-vs-real floor",
+               "paper KL", "eval loss", "train s", f"sample {n_generated:,} s"]
+    return report.markdown_table(rows, columns, headers, digits={"eval_loss": 4, "train_s": 1, "sample_s": 1})
 
 
 def plot_samples(output_dir: Path, runs: list[dict], datasets: list[str], config_names: list[str],
@@ -400,15 +394,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--resume", action="store_true",
                         help="keep runs already in OUTPUT/results.json made with the same settings")
     parser.add_argument("--save-models", action="store_true", help="keep every trained model (safetensors)")
-    # SUPPRESS: without the option, `dualdiff`'s own --threads (default 1) stays in force.
-    parser.add_argument("--threads", type=int, default=argparse.SUPPRESS, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     return parser
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    if getattr(args, "threads", None):
-        torch.set_num_threads(args.threads)
     results = run_bench2d(args.output, args.datasets, args.seeds, args.quick, args.steps, args.configs,
                           args.resume, not args.no_progress, args.save_models)
     print(markdown_table(results["summary"], bench_configs(), results["settings"]["n_generated"]))
@@ -417,8 +407,11 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 
 def main(argv=None) -> int:
+    from ..runtime import limit_torch_threads
+
     parser = argparse.ArgumentParser(prog="dualdiff bench-2d", description=__doc__.splitlines()[0])
     add_arguments(parser)
+    limit_torch_threads()  # as `dualdiff --threads` does: $DUALDIFF_THREADS, else 1
     return run_from_args(parser.parse_args(argv))
 
 

@@ -3,7 +3,9 @@
 `run_study("cabinet" | "round_table" | "overlap", ...)` trains every model for every seed,
 samples each configuration for held-out conditions and writes results.json, results.md and
 plots. Seeds: training data, test conditions and sampling noise come from disjoint streams
-derived from the seed (DATA_STREAMS), so no test condition is ever a training one.
+derived from the seed (seeds.stream), so no test condition is ever a training one.
+Model names: "general" (the prior), "scratch" (trained on the home's data alone) and
+"fine_tuned" (the prior fine-tuned on it, what the specialized node serves as "specialized").
 """
 from __future__ import annotations
 
@@ -21,10 +23,12 @@ from ..diffusion.training import data_digest
 from ..domains import get_domain
 from ..domains.round_table import OVERLAP_SETTINGS
 from ..model_store import Recipe, train_general, train_specialized
+from ..seeds import stream
 from . import metrics
+from .report import markdown_table
 
-DATA_STREAMS = {"general": 1, "specialized": 2, "test": 3, "reference": 4, "sampling": 5}
 STUDIES = ("cabinet", "round_table", "overlap")
+SCATTER_SAMPLES = 200  # proposals drawn for the one condition each study plots
 
 
 @dataclass
@@ -53,38 +57,38 @@ def configurations() -> dict:
     return {
         "oracle": ("oracle", (), None),
         "general": ("single", ("general",), None),
-        "specialized": ("single", ("specialized",), None),
+        "scratch": ("single", ("scratch",), None),
         "fine_tuned": ("single", ("fine_tuned",), None),
-        "joint": ("compose", ("general", "specialized"), CompositionConfig(method="sum", sampler=sampler)),
+        "joint": ("compose", ("general", "scratch"), CompositionConfig(method="sum", sampler=sampler)),
         "fine_tuned_joint": ("compose", ("general", "fine_tuned"), CompositionConfig(method="sum", sampler=sampler)),
         "weighted": ("compose", ("general", "fine_tuned"),
                      CompositionConfig(method="weighted", weight_general=0.5, weight_specialized=1.5,
                                        sampler=sampler)),
-        "corrected": ("compose", ("general", "specialized"), smc),
+        "corrected": ("compose", ("general", "scratch"), smc),
         "corrected_fine_tuned": ("compose", ("general", "fine_tuned"), smc),
         "proposer": ("proposer", ("general", "fine_tuned"), None),
     }
 
 
 def train_models(domain, settings: StudySettings, seed: int, generals: dict | None = None) -> tuple[dict, dict]:
-    """General, specialized (from scratch) and fine-tuned models for one seed, plus loss curves.
+    """General, scratch and fine-tuned models for one seed, plus loss curves.
 
     `generals` caches general priors by their training data: the overlap family shares one
     general dataset, so its six settings share one prior per seed.
     """
-    general_data = domain.general_dataset(settings.general_size, seed * 100 + DATA_STREAMS["general"])
-    special = domain.specialized_dataset(settings.specialized_size, seed * 100 + DATA_STREAMS["specialized"])
+    general_data = domain.general_dataset(settings.general_size, stream(seed, "general_data"))
+    special = domain.specialized_dataset(settings.specialized_size, stream(seed, "specialized_data"))
     recipe, progress = settings.recipe, settings.progress
     key = (data_digest(general_data.conditions, general_data.targets), seed)
     generals = {} if generals is None else generals
     if key not in generals:
         generals[key] = train_general(domain.name, general_data.conditions, general_data.targets, recipe,
-                                      seed * 100 + 11, progress)
+                                      stream(seed, "train_general"), progress)
     general = generals[key]
     models = {"general": general}
-    for name, method, offset in (("specialized", "scratch", 12), ("fine_tuned", "fine_tune", 13)):
+    for name, method in (("scratch", "scratch"), ("fine_tuned", "fine_tune")):
         models[name] = train_specialized(general, special.conditions, special.targets, recipe, method,
-                                         seed=seed * 100 + offset, progress=progress)
+                                         seed=stream(seed, f"train_{name}"), progress=progress)
     curves = {name: m.metadata["training"][-1]["losses"] for name, m in models.items()}
     return models, curves
 
@@ -142,21 +146,21 @@ def run_domain(domain, settings: StudySettings, output: Path, only: list | None 
         configs = {k: v for k, v in configs.items() if k in only}
     for seed in settings.seeds:
         models, curves = train_models(domain, settings, seed, generals)
-        rng = np.random.default_rng(seed * 100 + DATA_STREAMS["test"])
+        rng = np.random.default_rng(stream(seed, "test"))
         conditions = domain.sample_conditions(settings.test_conditions, rng)
-        ref_rng = np.random.default_rng(seed * 100 + DATA_STREAMS["reference"])
+        ref_rng = np.random.default_rng(stream(seed, "reference"))
         ref_c = np.repeat(conditions, settings.samples_per_condition, axis=0)
         reference_local = domain.local_frame(ref_c, domain.sample_specialized_targets(ref_c, ref_rng))
-        scatter = {}
         for name, spec in configs.items():
-            row, samples = evaluate_configuration(name, spec, models, domain, conditions, reference_local,
-                                                  settings.samples_per_condition,
-                                                  seed * 100 + DATA_STREAMS["sampling"])
+            row, _ = evaluate_configuration(name, spec, models, domain, conditions, reference_local,
+                                            settings.samples_per_condition, stream(seed, "sampling"))
             rows.append({"domain": domain.name, "seed": seed, **row})
-            scatter[name] = samples
         if seed == settings.seeds[0]:
             from . import plots
-            plots.configuration_scatter(domain, conditions[0], models, configs, output / f"{domain.name}_scatter.png")
+            shown = conditions[:1]
+            samples = {name: sample_configuration(spec, models, shown, SCATTER_SAMPLES, 0, domain)[0][0]
+                       for name, spec in configs.items()}
+            plots.configuration_scatter(domain, shown[0], samples, output / f"{domain.name}_scatter.png")
             plots.loss_curves(curves, output / f"{domain.name}_loss.png")
     return rows
 
@@ -179,14 +183,8 @@ def summarize(rows: list[dict], keys=("accuracy", "coverage", "recall", "precisi
     return out
 
 
-def markdown_table(summary: list[dict]) -> str:
-    cols = ["accuracy", "coverage", "recall", "precision", "out_of_range_distance", "ms_per_condition", "fallback_rate",
-            "general_agreement", "log_overlap", "model_evaluations"]
-    lines = ["| domain | configuration | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 2)]
-    for e in summary:
-        cells = [f"{e[c][0]:.3f} ± {e[c][1]:.3f}" if c in e else "" for c in cols]
-        lines.append(f"| {e['domain']} | {e['configuration']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+TABLE_COLUMNS = ["domain", "configuration", "accuracy", "coverage", "recall", "precision", "out_of_range_distance",
+                 "ms_per_condition", "fallback_rate", "general_agreement", "log_overlap", "model_evaluations"]
 
 
 def run_study(study: str, output: str | Path, settings: StudySettings | None = None,
@@ -209,5 +207,5 @@ def run_study(study: str, output: str | Path, settings: StudySettings | None = N
     result = {"study": study, "settings": settings_dict, "rows": rows, "summary": summary,
               "seconds": round(time.time() - start, 1)}
     (output / "results.json").write_text(json.dumps(result, indent=1, default=str))
-    (output / "results.md").write_text(f"# {study}\n\n" + markdown_table(summary))
+    (output / "results.md").write_text(f"# {study}\n\n" + markdown_table(summary, TABLE_COLUMNS))
     return result

@@ -19,36 +19,25 @@ from pathlib import Path
 import numpy as np
 
 from .. import sim
-from ..diffusion.training import TrainConfig
-from ..model_store import ModelStore, Recipe, save, train_general, train_specialized
+from ..model_store import Recipe
+from ..recipes import NAVIGATION_DATA, recipe
+from ..seeds import stream
 from ..sim.dataset import FULL_SPECIALIZED_TEST_TASKS, FULL_SPECIALIZED_TRAIN_TASKS
+from ..training_jobs import (
+    BALL_DATA_SEED,
+    GENERAL_DATA_SEED,
+    load_navigation_data,
+    save_navigation_models,
+    train_navigation_models,
+)
 from .experiments import configurations, sample_configuration, summarize
+from .report import markdown_table
 
 DOMAIN = "navigate_to"
-MODEL_CONFIGURATIONS = ("general", "specialized", "fine_tuned", "joint", "fine_tuned_joint", "corrected",
-                        "proposer")
+MODEL_CONFIGURATIONS = ("general", "scratch", "fine_tuned", "joint", "fine_tuned_joint", "corrected", "proposer")
 CONFIGURATIONS = (*MODEL_CONFIGURATIONS, "ring")
 METRICS = ("validity", "validity_without_clutter", "success", "samples_to_first_valid", "spread", "coverage",
            "ms_per_query", "ms_single_query")
-TRAIN_SEED_OFFSETS = {"general": 11, "specialized": 12, "fine_tuned": 13}  # as experiments.train_models
-SAMPLING_STREAM = 5
-
-
-def navigation_recipe(general_epochs: int = 30) -> Recipe:
-    """The Recipe's sizes and optimisers, a linear schedule, a longer fine-tune (442 points).
-
-    30 general epochs over ~140k points (~2,000 steps of 2048) keep a seed to minutes on one core:
-    a 256x4 step of 2048 took ~135 ms here. The 1.9M-point set needs far fewer epochs.
-    """
-    return Recipe(architecture={"name": "mlp", "width": 256, "depth": 4},
-                  schedule={"kind": "linear", "num_steps": 100}, relative_targets=True,
-                  general=TrainConfig(epochs=general_epochs, batch_size=2048, lr=1e-3, description="general"),
-                  specialized=TrainConfig(epochs=1500, batch_size=64, lr=1e-3, step_epochs=150,
-                                          description="specialized"),
-                  fine_tune=TrainConfig(epochs=600, batch_size=64, lr=3e-4, step_epochs=60, description="fine-tune"),
-                  fine_tune_lora_rank=0,  # the full fine-tune docs/RESULTS.md measured here
-                  # the plain sum to the end: 0.587 validity against 0.420 when the specialist refines alone
-                  serving={"general_min_t_fraction": 0.0})
 
 
 @dataclass
@@ -65,115 +54,23 @@ class NavigationSettings:
     plot_states: int = 3
     plot_samples: int = 64
     latency_states: int = 5
-    general_seed: int = 0
-    ball_seed: int = 1
-    recipe: Recipe = field(default_factory=navigation_recipe)
+    general_seed: int = GENERAL_DATA_SEED
+    ball_seed: int = BALL_DATA_SEED
+    recipe: Recipe = field(default_factory=lambda: recipe("full", DOMAIN))
     progress: bool = False
     configurations: tuple = CONFIGURATIONS   # which rows to run; only the models they need are trained
 
     @classmethod
     def quick(cls, **overrides) -> "NavigationSettings":
-        recipe = Recipe(architecture={"name": "mlp", "width": 64, "depth": 2},
-                        schedule={"kind": "linear", "num_steps": 30}, relative_targets=True,
-                        general=TrainConfig(epochs=8, batch_size=256, lr=2e-3, description="general"),
-                        specialized=TrainConfig(epochs=40, batch_size=32, lr=2e-3, description="specialized"),
-                        fine_tune=TrainConfig(epochs=20, batch_size=32, lr=5e-4, description="fine-tune"),
-                        fine_tune_lora_rank=0, serving=navigation_recipe().serving)
-        settings = cls(general_tasks=100, train_tasks=6, test_tasks=8, num_states=12, samples_per_state=8,
-                       seeds=(0,), plot_states=1, plot_samples=12, latency_states=1, recipe=recipe)
+        settings = cls(**NAVIGATION_DATA["quick"], num_states=12, samples_per_state=8, seeds=(0,), plot_states=1,
+                       plot_samples=12, latency_states=1, recipe=recipe("quick", DOMAIN))
         return replace(settings, **overrides)
 
 
-# ---- data ------------------------------------------------------------------------------------------
-def _cached(path: Path | None, make):
-    """Load `path` if it exists, else make the dataset (and save it when there is a path)."""
-    if path is not None and path.with_suffix(".npz").exists():
-        return sim.NavigateData.load(path)
-    data = make()
-    if path is not None:
-        data.save(path)
-    return data
-
-
-def load_datasets(settings: NavigationSettings) -> tuple[sim.NavigateData, sim.NavigateData, sim.NavigateData]:
-    """General, ball-train and ball-test data; generated once per (seed, size) and cached in data_dir."""
-    root = Path(settings.data_dir).expanduser() if settings.data_dir else None
-    general_path = root / f"navigate_general_seed{settings.general_seed}_tasks{settings.general_tasks}.npz" \
-        if root else None
-    general = _cached(general_path, lambda: sim.general_dataset(settings.general_tasks, settings.general_seed,
-                                                                progress=settings.progress))
-    prefix = f"navigate_ball_seed{settings.ball_seed}_train{settings.train_tasks}_test{settings.test_tasks}"
-    paths = (root / f"{prefix}_train.npz", root / f"{prefix}_test.npz") if root else (None, None)
-    if paths[0] is not None and all(p.exists() for p in paths):
-        return general, sim.NavigateData.load(paths[0]), sim.NavigateData.load(paths[1])
-    train, test = sim.specialized_datasets(settings.train_tasks, settings.test_tasks, settings.ball_seed)
-    if root is not None:
-        train.save(paths[0])
-        test.save(paths[1])
-    return general, train, test
-
-
-# ---- models ----------------------------------------------------------------------------------------
-def train_models(settings: NavigationSettings, general_data, ball_train, seed: int,
-                 needed: tuple = ("specialized", "fine_tuned")) -> dict:
-    """General prior, and the ball model from scratch and/or the ball fine-tune of the prior, for one seed."""
-    recipe, progress = settings.recipe, settings.progress
-    general = train_general(DOMAIN, general_data.states, general_data.targets, recipe,
-                            seed * 100 + TRAIN_SEED_OFFSETS["general"], progress)
-    models = {"general": general}
-    for name, method in (("specialized", "scratch"), ("fine_tuned", "fine_tune")):
-        if name not in needed:
-            continue
-        models[name] = train_specialized(general, ball_train.states, ball_train.targets, recipe, method, task="ball",
-                                         seed=seed * 100 + TRAIN_SEED_OFFSETS[name], progress=progress)
-    return models
-
-
-def save_models(models: dict, model_dir, method: str = "fine_tune", recipe_name: str = "") -> dict:
-    """Write the prior and the served ball model where the placement service looks for navigate_to.
-
-    The served specialized model is the fine-tune (the specialized node's default method) unless
-    `method` says scratch; the other one is kept beside it as task "scratch" or "fine_tune".
-    Returns the checkpoint versions.
-    """
-    store = ModelStore(model_dir)
-    served, other = ("fine_tuned", "specialized") if method == "fine_tune" else ("specialized", "fine_tuned")
-    paths = {"general": store.general_path(DOMAIN), "specialized": store.specialized_path(DOMAIN),
-             "other": store.specialized_path(DOMAIN, "scratch" if method == "fine_tune" else "fine_tune")}
-    versions = {}
-    for key, name in (("general", "general"), ("specialized", served), ("other", other)):
-        if name not in models:  # a study that ran only some configurations
-            continue
-        if recipe_name:
-            models[name].metadata["recipe"] = recipe_name  # `dualdiff train` reuses checkpoints of its recipe
-        versions[key] = save(models[name], paths[key])
-    return versions
-
-
-def settings_for_recipe(name: str) -> NavigationSettings:
-    """`dualdiff train --recipe` names for navigate_to: full = the study's models, quick = the test's."""
-    if name == "quick":
-        return NavigationSettings.quick()
-    if name == "demo":  # about a minute of training on one core
-        recipe = navigation_recipe(general_epochs=20)
-        recipe = replace(recipe, architecture={"name": "mlp", "width": 128, "depth": 3},
-                         general=replace(recipe.general, batch_size=1024))
-        return NavigationSettings(general_tasks=1500, recipe=recipe)
-    if name == "full":
-        return NavigationSettings()
-    raise ValueError(f"unknown recipe {name!r}: use full, demo or quick")
-
-
-def train_navigation_models(model_dir, settings: NavigationSettings | None = None, seed: int = 0,
-                            method: str = "fine_tune", recipe_name: str | None = None) -> dict:
-    """Train one seed's models and write ModelStore(model_dir)'s navigate_to checkpoints; returns versions.
-
-    `settings` wins over `recipe_name` (full, demo, quick); neither means the full study's settings.
-    """
-    settings = settings or settings_for_recipe(recipe_name or "full")
-    general_data, ball_train, _ = load_datasets(settings)
-    models = train_models(settings, general_data, ball_train, seed)
-    return save_models(models, model_dir, method, recipe_name or "")
+def load_datasets(settings: NavigationSettings):
+    """General, ball-train and ball-test data of the study (training_jobs.load_navigation_data)."""
+    return load_navigation_data(settings.general_tasks, settings.train_tasks, settings.test_tasks,
+                                settings.data_dir, settings.general_seed, settings.ball_seed, settings.progress)
 
 
 # ---- evaluation ------------------------------------------------------------------------------------
@@ -215,7 +112,7 @@ def evaluate_configurations(configs: dict, models: dict, held_out, settings: Nav
     rows = []
     for name, spec in configs.items():
         record: dict = {}
-        fn = propose_fn(spec, models, seed * 100 + SAMPLING_STREAM, record)
+        fn = propose_fn(spec, models, stream(seed, "sampling"), record)
         report = sim.evaluate_proposer(fn, held_out, settings.samples_per_state, seed=seed)
         diagnostics = {k: v for k, v in record.items() if k != "samples"}  # before the latency calls
         report["validity_without_clutter"] = float(check_proposals(held_out, record["samples"], False).mean())
@@ -231,7 +128,7 @@ def plot_proposals(configs: dict, models: dict, held_out, settings: NavigationSe
     """For the plotted states: each configuration's proposals [n, k, 2] and validity [n, k]."""
     out = {}
     for name, spec in configs.items():
-        fn = propose_fn(spec, models, seed * 100 + SAMPLING_STREAM + 1)
+        fn = propose_fn(spec, models, stream(seed, "plot_sampling"))
         proposals = fn(held_out.states, settings.plot_samples, np.random.default_rng(seed))
         out[name] = (proposals, check_proposals(held_out, proposals))
     return out
@@ -257,13 +154,7 @@ def check_proposals(held_out, proposals: np.ndarray, clutter: bool = True) -> np
 
 
 # ---- the study -------------------------------------------------------------------------------------
-def markdown_table(summary: list[dict], keys=METRICS) -> str:
-    cols = [*keys, "fallback_rate", "general_agreement", "log_overlap", "ess_fraction"]
-    lines = ["| configuration | " + " | ".join(cols) + " |", "|" + "---|" * (len(cols) + 1)]
-    for e in summary:
-        cells = [f"{e[c][0]:.3f} ± {e[c][1]:.3f}" if c in e else "" for c in cols]
-        lines.append(f"| {e['configuration']} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+TABLE_COLUMNS = ["configuration", *METRICS, "fallback_rate", "general_agreement", "log_overlap", "ess_fraction"]
 
 
 def run_navigation_study(output_dir, settings: NavigationSettings | None = None) -> dict:
@@ -287,11 +178,11 @@ def run_navigation_study(output_dir, settings: NavigationSettings | None = None)
     rows, train_seconds = [], {}
     for seed in settings.seeds:
         t0 = time.time()
-        models = train_models(settings, general_data, ball_train, seed, needed)
+        models = train_navigation_models(general_data, ball_train, settings.recipe, seed, needed, settings.progress)
         train_seconds[seed] = round(time.time() - t0, 1)
         rows += evaluate_configurations(configs, models, held_out, settings, seed)
         if seed == settings.seeds[0]:
-            save_models(models, output / "models")
+            save_navigation_models(models, output / "models")
             shown = held_out.head(settings.plot_states)
             draw_navigation_scenes(shown, plot_proposals(configs, models, shown, settings, seed), output)
             plots.loss_curves({n: m.metadata["training"][-1]["losses"] for n, m in models.items()},
@@ -311,7 +202,7 @@ def write_results(output: Path, result: dict) -> None:
     header = (f"# navigate_to (ball held out)\n\n{data['evaluated_states']} held-out ball states, "
               f"{settings['samples_per_state']} proposals each, seeds {seeds}; general {data['general_points']} "
               f"points, ball train {data['ball_train_points']} points.\n\n")
-    (output / "results.md").write_text(header + markdown_table(result["summary"]))
+    (output / "results.md").write_text(header + markdown_table(result["summary"], TABLE_COLUMNS))
     validity_bars(result["summary"], output / "navigation_validity.png")
 
 
@@ -405,9 +296,7 @@ def settings_from_args(args) -> NavigationSettings:
 
 
 def run_from_args(args) -> int:
-    import torch
-
-    torch.set_num_threads(1)  # one core: the study's timings assume it, and the machine is shared
+    """`dualdiff navigate`: torch threads are `dualdiff --threads` (default 1: the timings assume it)."""
     result = run_navigation_study(args.output, settings_from_args(args))
     print(Path(args.output, "results.md").read_text())
     print(f"wrote {args.output}/results.json, results.md and navigation_*.png in {result['seconds']} s")
@@ -415,6 +304,9 @@ def run_from_args(args) -> int:
 
 
 def main(argv=None) -> int:
+    from ..runtime import limit_torch_threads
+
+    limit_torch_threads()
     return run_from_args(add_arguments(argparse.ArgumentParser(description=__doc__)).parse_args(argv))
 
 

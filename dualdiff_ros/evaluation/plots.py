@@ -10,22 +10,17 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def configuration_scatter(domain, condition, models, configs, path: Path, k: int = 200, seed: int = 0):
-    """One panel per configuration: its samples for one condition (top view), inside = green."""
-    from .experiments import evaluate_configuration  # local: avoids an import cycle
-
+def configuration_scatter(domain, condition, samples: dict, path: Path, seed: int = 0):
+    """One panel per configuration: its samples [k, d] for one condition (top view), inside = green."""
     cond = np.asarray(condition).reshape(1, -1)
-    n = len(configs)
+    n = len(samples)
     cols = min(n, 5)
     rows = int(np.ceil(n / cols))
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows), squeeze=False)
     rng = np.random.default_rng(seed)
     truth = domain.sample_specialized_targets(np.repeat(cond, 2000, axis=0), rng)
     general = domain.sample_general_targets(np.repeat(cond, 2000, axis=0), rng)
-    for ax, (name, spec) in zip(axes.flat, configs.items()):
-        ref = domain.local_frame(np.repeat(cond, 2000, axis=0), truth)
-        _, samples = evaluate_configuration(name, spec, models, domain, cond, ref, k, seed)
-        y = samples[0]
+    for ax, (name, y) in zip(axes.flat, samples.items()):
         inside = domain.in_specialized_region(np.repeat(cond, len(y), axis=0), y)
         ax.scatter(general[:, 0], general[:, 1], s=2, c="0.85", label="general data")
         ax.scatter(truth[:, 0], truth[:, 1], s=2, c="#9ecae1", label="specialized data")

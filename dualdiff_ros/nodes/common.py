@@ -105,35 +105,64 @@ def specialized_checkpoints(model_dir: Path, domains) -> list[tuple[str, str, Pa
     return found
 
 
-def spin_node(node_class, args=None) -> int:
-    """Run one node until Ctrl-C / SIGTERM: the body of every node's `main()`."""
+def spin(start, args=None) -> int:
+    """Run nodes until Ctrl-C / SIGTERM: the body of every executable's main (nodes and bring-up).
+
+    `start(threads)` creates the nodes and returns (executor, nodes), after rclpy is up and
+    torch's threads are set (`threads` is the number, for the start-up log).
+    """
     import signal
 
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
 
     # rclpy's SIGTERM handler shuts the context down, then calls the previous handler: keep that
     # one harmless (the default would kill the process before the nodes are destroyed).
     signal.signal(signal.SIGTERM, lambda *_: None)
     threads = limit_torch_threads()
     rclpy.init(args=args)
-    node = None
+    executor, nodes = None, []
     try:
-        node = node_class()
-        node.get_logger().info(f"torch intra-op threads: {threads} (${THREADS_ENV})")
-        executor = MultiThreadedExecutor()
-        executor.add_node(node)
+        executor, nodes = start(threads)
         executor.spin()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except Exception:
-        if rclpy.ok():  # else: a signal raced the executor's wait-set creation (RCLError)
+        # A signal between the executor's "context ok?" check and its wait-set creation surfaces as
+        # RCLError ("context is not valid"): a stop like any other, once the context is down.
+        if rclpy.ok():
             raise
     finally:
-        if node is not None:
-            node.destroy_node()
+        if executor is not None:
+            stop_nodes(executor, nodes)
         rclpy.try_shutdown()
     return 0
+
+
+def spin_node(node_class, args=None) -> int:
+    """Run one node until Ctrl-C / SIGTERM: the body of every node's `main()`."""
+    from rclpy.executors import MultiThreadedExecutor
+
+    def start(threads: int):
+        node = node_class()
+        node.get_logger().info(f"torch intra-op threads: {threads} (${THREADS_ENV})")
+        executor = MultiThreadedExecutor()
+        executor.add_node(node)
+        return executor, [node]
+
+    return spin(start, args)
+
+
+def stop_nodes(executor, nodes) -> None:
+    """Stop spinning, then destroy every node (one that is already destroyed is skipped)."""
+    import rclpy
+
+    executor.shutdown()
+    for node in reversed(nodes):
+        try:
+            node.destroy_node()
+        except Exception as err:  # keep destroying the others
+            rclpy.logging.get_logger("dualdiff").debug(f"{node.get_name()}: {err!r}")
 
 
 def check_domain_and_task(domain: str, task: str) -> str | None:

@@ -46,12 +46,8 @@ GENERAL_TYPES = tuple(t for t in OBJECT_TYPES if t != "ball")
 SPECIALIZED_TYPES = ("ball",)
 BALL_TASK = TASKS.index(("ball", "bin"))
 
-# Thesis sizes (points), and the task counts that reach them here (measured, docs/simulator.md):
-# about 27.9 general points per task; the first 26 ball tasks of seed 1 give 438 points and the
-# next 699 give 13,409 (about 19 ball points per ball task).
-THESIS_GENERAL_POINTS = 1_918_048
-THESIS_SPECIALIZED_TRAIN_POINTS = 442
-THESIS_SPECIALIZED_TEST_POINTS = 13_398
+# Task counts that reach the thesis's data sizes here (1,918,048 general points, 442 ball train and
+# 13,398 ball test points; measured in docs/simulator.md).
 FULL_GENERAL_TASKS = 69_000
 FULL_SPECIALIZED_TRAIN_TASKS = 26
 FULL_SPECIALIZED_TEST_TASKS = 699

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import numpy as np
 
-RECT_FIELDS = ("x", "y", "width", "height", "yaw")
-
 
 def as_rects(rects) -> np.ndarray:
     """Any rectangle-like input as float64 ``[B, 5]`` (an empty scene part becomes ``[0, 5]``)."""
