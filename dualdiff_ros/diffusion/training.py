@@ -2,6 +2,11 @@
 
 The loss is the usual eps-prediction MSE on the target only; the condition is never
 noised. A denoiser may add its own `auxiliary_loss()` (DualDiff's diversity loss).
+
+Guards: non-finite conditions or targets (raw, or after normalization to float32) are a
+ValueError before any step; a non-finite batch loss, or non-finite weights at the end, raise
+TrainingDiverged. Either way the model is left unsaved (callers save only after `train`
+returns), so an absurd observation cannot turn into a served NaN model.
 """
 from __future__ import annotations
 
@@ -17,6 +22,13 @@ from tqdm.auto import tqdm
 from .lora import add_lora, merge_lora
 from .model import DiffusionModel
 from .sampling import target_moments
+
+DIVERGED_HINT = "an observation may be absurd: list and forget it"
+_OVERFLOW = " (the raw value is too large for float32 once normalized)"
+
+
+class TrainingDiverged(RuntimeError):
+    """Training produced a non-finite loss or non-finite weights; nothing should be saved."""
 
 
 @dataclass
@@ -76,13 +88,19 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
     targets = np.asarray(targets, dtype=np.float64)
     if targets.ndim != 2 or targets.shape[1] != model.target_dim or len(targets) == 0:
         raise ValueError(f"targets must be [n>0, {model.target_dim}], got {targets.shape}")
+    _check_finite("targets", targets)
+    if conditions is not None and (model.condition_dim or model.relative_targets):
+        conditions = np.asarray(conditions, dtype=np.float64)
+        _check_finite("conditions", conditions)
     torch.manual_seed(config.seed)
     gen = torch.Generator().manual_seed(config.seed)
     y_all = model.encode_targets(conditions, targets)
+    _check_finite("normalized targets", y_all.numpy(), _OVERFLOW)
     # Recorded once, from the data a model is first trained on (a fine-tune keeps its prior's).
     model.metadata.setdefault("target_moments", target_moments(y_all))
     if model.condition_dim:
         c_all = model.normalize_conditions(conditions)
+        _check_finite("normalized conditions", c_all.numpy(), _OVERFLOW)
     else:
         c_all = torch.zeros(len(y_all), 0)
     n = len(y_all)
@@ -113,6 +131,10 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
         loss = torch.nn.functional.mse_loss(net(y_t, t, c), noise)
         if hasattr(net, "auxiliary_loss"):
             loss = loss + net.auxiliary_loss()
+        value = loss.item()
+        if not np.isfinite(value):
+            raise TrainingDiverged(f"{config.description}: loss is {value} at step {step + 1}/{total} "
+                                   f"(epoch {step // steps_per_epoch + 1}); {DIVERGED_HINT}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
@@ -124,7 +146,7 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
             # weights, which for a fine-tune are the general prior's.
             updates = step // config.ema_every
             _ema_update(ema, net, min(config.ema_decay, (1 + updates) / (10 + updates)))
-        window.append(loss.item())
+        window.append(value)
         if (step + 1) % steps_per_epoch == 0 or step + 1 == total:
             result.losses.append(float(np.mean(window)))
             window = []
@@ -133,6 +155,10 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
                 on_step(step + 1, total, result.losses[-1])
     net.load_state_dict(ema.state_dict())
     net.eval()
+    bad = _non_finite_weights(net)
+    if bad:
+        raise TrainingDiverged(f"{config.description}: weights {', '.join(bad[:3])} are not finite after "
+                               f"{total} steps; {DIVERGED_HINT}")
     result.steps = total
     result.seconds = time.perf_counter() - start
     model.metadata.setdefault("training", []).append(
@@ -148,6 +174,7 @@ def fine_tune(general: DiffusionModel, conditions, targets, config: TrainConfig,
     """A copy of `general` trained further on new data (few steps, lower LR); `general` is untouched.
 
     lora_rank > 0 trains only low-rank updates of each linear layer (merged afterwards).
+    Raises ValueError (non-finite data) or TrainingDiverged like `train`.
     """
     tuned = general.clone()
     tuned.metadata = {k: v for k, v in general.metadata.items() if k not in ("version", "training")}
@@ -158,6 +185,10 @@ def fine_tune(general: DiffusionModel, conditions, targets, config: TrainConfig,
     if lora_rank:
         merge_lora(tuned.denoiser)
         tuned.metadata["lora_rank"] = lora_rank
+        bad = _non_finite_weights(tuned.denoiser)
+        if bad:
+            raise TrainingDiverged(f"{config.description}: weights {', '.join(bad[:3])} are not finite after "
+                                   f"merging the LoRA updates; {DIVERGED_HINT}")
     return tuned, result
 
 
@@ -174,6 +205,21 @@ def evaluation_loss(model: DiffusionModel, conditions, targets, seed: int = 0, r
         total += torch.nn.functional.mse_loss(model.denoiser(model.schedule.add_noise(y0, noise, t), t, c),
                                               noise).item()
     return total / repeats
+
+
+def _check_finite(name: str, values: np.ndarray, detail: str = "") -> None:
+    """ValueError naming the first non-finite entry (its first index is the observation's row)."""
+    values = np.asarray(values)
+    finite = np.isfinite(values)
+    if not finite.all():
+        where = tuple(int(i) for i in np.argwhere(~finite)[0])
+        raise ValueError(f"{name}[{', '.join(map(str, where))}] is {values[where]}: "
+                         f"every number must be finite{detail}; {DIVERGED_HINT}")
+
+
+def _non_finite_weights(net: torch.nn.Module) -> list[str]:
+    return [name for name, t in net.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def _ema_update(ema: torch.nn.Module, net: torch.nn.Module, decay: float):
