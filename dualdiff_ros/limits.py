@@ -17,6 +17,16 @@ from .diffusion.normalizer import Normalizer
 
 DEFAULT_MARGIN = 1.0  # one span of the general data beyond it on each side
 MIN_SPAN = 1e-3       # a constant dimension of the data still gets a small box
+ABSOLUTE_LIMIT = 1e4  # metres (or any unit): beyond this no robot's number is plausible, prior or not
+
+
+def check_absolute(name: str, values) -> str | None:
+    """None unless a number is beyond +-ABSOLUTE_LIMIT: the check while a domain has no general prior yet."""
+    for i, v in enumerate(values):
+        if not abs(float(v)) <= ABSOLUTE_LIMIT:
+            return (f"{name}[{i}] = {float(v):.6g} is beyond +-{ABSOLUTE_LIMIT:g}: no robot measures that; "
+                    "check the units and the frame (refused, not stored)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -40,7 +50,8 @@ class Box:
     def first_outside(self, values) -> int | None:
         """Index of the first value outside the box, or None."""
         v = np.asarray(values, dtype=np.float64)
-        bad = ~((v >= self.low) & (v <= self.high))
+        n = len(v)  # a condition may carry more than the state (a map patch): the state comes first
+        bad = ~((v >= self.low[:n]) & (v <= self.high[:n]))
         return int(np.argmax(bad)) if bad.any() else None
 
 

@@ -69,11 +69,15 @@ class Recipe:
     fine_tune: TrainConfig = field(default_factory=lambda: TrainConfig(
         epochs=600, batch_size=64, lr=1e-3, step_epochs=60, description="fine-tune"))
     # Fine-tune only rank-r updates of each layer (0 = every weight). Rank 8 measured best on
-    # the cabinet, 3 seeds: accuracy/coverage 0.971/0.904 vs 0.960/0.877 for a full fine-tune.
+    # the cabinet (docs/RESULTS.md, section 1).
     fine_tune_lora_rank: int = 8
     # How the served proposer should compose this domain's models, stored in the general prior's
     # metadata (composition.serving_composition); {} = the product's defaults.
     serving: dict = field(default_factory=dict)
+    # Navigate-to: the map patch in the condition (navigate_to.PatchSpec as a dict; {} = state only),
+    # and the share of training rows that see "no map" instead, so requests without a map work too.
+    perception: dict = field(default_factory=dict)
+    map_dropout: float = 0.2
 
 
 def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,

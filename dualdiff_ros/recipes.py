@@ -15,6 +15,7 @@ from dataclasses import replace
 
 from .diffusion.training import TrainConfig
 from .model_store import Recipe
+from .navigate_to import PatchSpec
 
 RECIPES = ("full", "demo", "quick")
 # Navigate-to data per recipe (tasks of the simulator; the rest of NavigationSettings' defaults).
@@ -54,7 +55,8 @@ def navigation_recipe(general_epochs: int = 30) -> Recipe:
                                           description="specialized"),
                   fine_tune=TrainConfig(epochs=600, batch_size=64, lr=3e-4, step_epochs=60, description="fine-tune"),
                   fine_tune_lora_rank=0,
-                  serving={"general_min_t_fraction": 0.0})
+                  serving={"general_min_t_fraction": 0.0},
+                  perception=PatchSpec().to_dict())
 
 
 def _navigation_recipe(name: str) -> Recipe:
@@ -69,4 +71,5 @@ def _navigation_recipe(name: str) -> Recipe:
                   general=TrainConfig(epochs=8, batch_size=256, lr=2e-3, description="general"),
                   specialized=TrainConfig(epochs=40, batch_size=32, lr=2e-3, description="specialized"),
                   fine_tune=TrainConfig(epochs=20, batch_size=32, lr=5e-4, description="fine-tune"),
-                  fine_tune_lora_rank=0, serving=navigation_recipe().serving)
+                  fine_tune_lora_rank=0, serving=navigation_recipe().serving,
+                  perception=PatchSpec(cells=8).to_dict())

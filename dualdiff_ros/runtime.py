@@ -2,8 +2,8 @@
 
 Torch defaults to one intra-op thread per core. The product's networks are small MLPs run on
 batches of tens of rows: splitting each of their thousand small matmuls a request across
-threads costs more in synchronisation than it saves (a served cabinet request took 17 ms with
-torch's default of 2 threads on the 2-core machine against 10 ms with one; docs/RESULTS.md §3).
+threads costs more in synchronisation than it saves (a served request is much slower with
+torch's default on a 2-core machine: docs/RESULTS.md, section 3).
 """
 from __future__ import annotations
 

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import navigate_to
 from .diffusion.checkpoint import CheckpointError, load_checkpoint
 from .diffusion.composition import METHODS as COMPOSITION_METHODS
 from .diffusion.composition import CompositionConfig
@@ -27,10 +28,13 @@ from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
 from .domains import SERVED_DOMAINS
 from .limits import DEFAULT_MARGIN, PlausibleRange
+from .maps import OccupancyMap
 from .model_store import ModelStore, check_task
 
 # Result codes, as in ProposePlacements.srv (test_serving checks they agree).
 RESULT_OK, RESULT_INVALID_REQUEST, RESULT_MODEL_UNAVAILABLE, RESULT_INTERNAL_ERROR = 0, 1, 2, 3
+RESULT_NO_VALID_PROPOSAL = 4
+MAPPED_DOMAINS = ("navigate_to",)  # domains whose answers are checked against the robot's map
 MAX_NAME_BYTES = 64   # domain, task and mode are short names; anything longer is refused unread
 QUOTE_CHARS = 32      # at most this much of an untrusted string goes into a message or a log line
 STATE_MEANING = {"cabinet": "the cabinet's x, y, z", "round_table": "the table's x, y, z",
@@ -103,10 +107,23 @@ SERVICE_SETTINGS = (
     Setting("limits.state_margin", DEFAULT_MARGIN,
             "A state is refused when a number lies further outside the general data's range than this many "
             "spans of that range (the range is in the model's metadata).", float_range=(0.0, 1e6)),
-    Setting("budget.max_sample_passes", 1_000_000,
+    Setting("map.occupied_threshold", 50, "navigate_to with a map: a cell at or above this value is an obstacle.",
+            int_range=(1, 100)),
+    Setting("map.unknown_is_occupied", True, "navigate_to with a map: unknown cells (-1) and cells off the map "
+            "count as obstacles."),
+    Setting("map.inflation", 0.0, "navigate_to with a map: metres added to robot.radius for the footprint "
+            "check (a margin for localisation error; the simulator's own maps need none: docs/RESULTS.md, "
+            "section 4).", float_range=(0.0, 5.0)),
+    Setting("map.oversample", 2.0, "navigate_to with a map: candidates drawn per proposal asked for, in one "
+            "batch, before the map check keeps the best valid ones.", float_range=(1.0, 4.0)),
+    Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
+            "simulator's robot).", float_range=(0.01, 10.0)),
+    Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
+            "object's footprint within it (default: the simulator's robot).", float_range=(0.01, 20.0)),
+    Setting("budget.max_sample_passes", 100_000,
             "Most network passes x proposals one request may cost (sampler steps, both experts, Langevin "
             "steps, the agreement check and a fallback counted): a larger request is refused, so it cannot "
-            "hold up everyone behind it (docs/RESULTS.md, section 6).", int_range=(1000, 10**10)),
+            "hold up everyone behind it (docs/RESULTS.md, section 7).", int_range=(1000, 10**10)),
 )
 SETTINGS = SAMPLING_SETTINGS + SERVICE_SETTINGS
 
@@ -152,10 +169,20 @@ class ModelSlots:
     def __init__(self):
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str, str], DiffusionModel] = {}
+        self._refused: dict[tuple[str, str, str], str] = {}  # why the last file offered for a slot was refused
 
     def put(self, key: tuple[str, str, str], model: DiffusionModel) -> None:
         with self._lock:
             self._models[key] = model
+            self._refused.pop(key, None)
+
+    def refuse(self, key: tuple[str, str, str], reason: str) -> None:
+        with self._lock:
+            self._refused[key] = reason
+
+    def refusal(self, key: tuple[str, str, str]) -> str:
+        with self._lock:
+            return self._refused.get(key, "")
 
     def pair(self, domain: str, task: str):
         with self._lock:
@@ -193,9 +220,11 @@ def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> Diffusi
     if wrong:
         raise CheckpointError(f"{path} is a model of {wrong}, not of {want}: refused for this slot")
     state_size, target_size = SERVED_DOMAINS[domain]
-    if (model.condition_dim, model.target_dim) != (state_size, target_size):
+    spec = navigate_to.spec_of(model) if domain in MAPPED_DOMAINS else None
+    condition_size = state_size + (spec.feature_dim if spec else 0)
+    if (model.condition_dim, model.target_dim) != (condition_size, target_size):
         raise CheckpointError(f"{path} maps {model.condition_dim} numbers to {model.target_dim}, "
-                              f"{domain} needs {state_size} -> {target_size}")
+                              f"{domain} needs {condition_size} -> {target_size}")
     return model
 
 
@@ -208,6 +237,16 @@ class Answer:
     diagnostics: dict = field(default_factory=dict)
     general_version: str = ""
     specialized_version: str = ""
+    yaws: np.ndarray | None = None  # [k] heading of each pose (navigate_to: facing the object), else None
+    candidates_drawn: int = 0
+    candidates_valid: int = 0
+
+
+def map_check_from(values: dict) -> navigate_to.MapCheck:
+    return navigate_to.MapCheck(robot_radius=float(values["robot.radius"]), reach=float(values["robot.reach"]),
+                                occupied_threshold=int(values["map.occupied_threshold"]),
+                                unknown_is_occupied=bool(values["map.unknown_is_occupied"]),
+                                inflation=float(values["map.inflation"]))
 
 
 class PlacementService:
@@ -227,8 +266,14 @@ class PlacementService:
     def proposer(self) -> Proposer:
         return self._settings[0]
 
-    def answer(self, domain: str, task: str, mode: str, state, num_samples: int, seed: int = 0) -> Answer:
-        """Proposals for one request, or Refused naming the problem and the fix."""
+    def answer(self, domain: str, task: str, mode: str, state, num_samples: int, seed: int = 0,
+               grid: OccupancyMap | None = None) -> Answer:
+        """Proposals for one request, or Refused naming the problem and the fix.
+
+        With a `grid` (the robot's map, navigate_to only), the map is part of the condition,
+        `map.oversample` times the candidates are drawn in one batch, and only those the map
+        allows are returned, best score first (RESULT_NO_VALID_PROPOSAL when none is).
+        """
         proposer, values = self._settings  # settings, like models, are fixed for the whole request
         domain, task, mode = check_names(domain, task, mode)
         state = check_state(domain, state)
@@ -239,36 +284,68 @@ class PlacementService:
             raise Refused(RESULT_INVALID_REQUEST, f"num_samples {num_samples} is outside 1..{max_samples}: ask "
                           "for at least one and at most max_samples (a parameter of this node)")
         mode, note = self._resolve_mode(domain, task, mode, general, specialized, bool(values["fallback_to_general"]))
+        notes = [note]
+        if grid is not None and domain not in MAPPED_DOMAINS:
+            notes.append(f"the map was ignored: {domain} proposals are not checked against a map")
+            grid = None
         model = general if mode != "specialized" else specialized
-        cost = proposer.passes_per_sample(model.schedule, mode) * num_samples
+        condition = navigate_to.model_conditions(model, state[None], grid)[0]
+        drawn = navigate_to.candidates_for(num_samples, float(values["map.oversample"])) if grid else num_samples
+        cost = proposer.passes_per_sample(model.schedule, mode) * drawn
         budget = int(values["budget.max_sample_passes"])
         if cost > budget:
             raise Refused(RESULT_INVALID_REQUEST, f"this request costs {cost} network passes x proposals "
-                          f"({num_samples} proposals, mode {mode}, sampler {proposer.sampler.method}, composition "
+                          f"({drawn} proposals, mode {mode}, sampler {proposer.sampler.method}, composition "
                           f"{proposer.composition.method}, {proposer.composition.langevin_steps} Langevin steps): "
                           f"more than budget.max_sample_passes = {budget}; ask for fewer proposals or cheaper "
                           "settings")
-        result = proposer.propose(general, specialized, state, int(num_samples), mode,
-                                  seed or secrets.randbelow(2**31 - 1) + 1)  # 0 = fresh randomness
-        if not (np.isfinite(result.targets).all() and np.isfinite(result.scores).all()):
+        seed = seed or secrets.randbelow(2**31 - 1) + 1  # 0 = fresh randomness
+        runs = []
+
+        def draw(n: int):
+            runs.append(proposer.propose(general, specialized, condition, n, mode, seed))
+            return runs[-1].targets, runs[-1].scores
+
+        if grid is None:
+            targets, scores = draw(num_samples)
+            valid = len(targets)
+        else:
+            check = map_check_from(values)
+            checked = navigate_to.answer_with_map(draw, grid, state, num_samples, check,
+                                                  float(values["map.oversample"]))
+            if checked.valid == 0:
+                raise Refused(RESULT_NO_VALID_PROPOSAL, f"none of the {checked.drawn} candidates passed the map "
+                              f"check ({check.describe()}): the object may be unreachable on this map; check the "
+                              "map and the object's pose, or ask again with another seed")
+            targets, scores, valid = checked.targets, checked.scores, checked.valid
+        result = runs[-1]
+        if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
             raise Refused(RESULT_INTERNAL_ERROR, f"the {result.mode_used} model gave non-finite proposals for this "
                           "state: its checkpoint is broken; retrain it (nothing was returned)")
         used_specialized = result.mode_used in ("joint", "specialized")
-        return Answer(result.targets, result.scores, result.mode_used,
-                      "; ".join(m for m in (note, result.message) if m), result.diagnostics,
+        return Answer(targets, scores, result.mode_used,
+                      "; ".join(m for m in (*notes, result.message) if m), result.diagnostics,
                       general.metadata.get("version", "") if general is not None else "",
-                      specialized.metadata.get("version", "") if used_specialized else "")
+                      specialized.metadata.get("version", "") if used_specialized else "",
+                      navigate_to.pose_yaws(state, targets) if domain in MAPPED_DOMAINS else None,
+                      drawn, valid)
 
     def _resolve_mode(self, domain, task, mode, general, specialized, general_without_specialist: bool):
         """The mode to run and a note when it differs; Refused when a needed model is missing."""
         if general is None and mode in ("joint", "general"):
+            refused = self.slots.refusal(("general", domain, ""))
+            if refused:
+                raise Refused(RESULT_MODEL_UNAVAILABLE, f"no general prior loaded for {domain}: the file offered was "
+                              f"refused ({refused}); retrain it with `dualdiff train` or restore it")
             raise Refused(RESULT_MODEL_UNAVAILABLE,
                           f"no general prior loaded for {domain}: expected {self.store.general_path(domain)}; "
                           f"{TRAIN_HINT} and announce it (general_prior_node ~/reload)")
         if specialized is None and mode in ("joint", "specialized"):
             label = f"{domain} task {task!r}" if task else domain
-            hint = (f"no specialized model loaded for {label} (expected {self.store.specialized_path(domain, task)}): "
-                    "record observations and call /dualdiff/train_specialized")
+            refused = self.slots.refusal(("specialized", domain, task))
+            hint = (f"no specialized model loaded for {label} (expected {self.store.specialized_path(domain, task)}"
+                    + (f"; the file offered was refused: {refused}" if refused else "")
+                    + "): record observations and call /dualdiff/train_specialized")
             if mode == "joint" and general_without_specialist:
                 return "general", hint + "; answered from the general prior"
             raise Refused(RESULT_MODEL_UNAVAILABLE, hint)

@@ -10,9 +10,12 @@ import logging
 import time
 from pathlib import Path
 
+import numpy as np
+
 from .diffusion.checkpoint import CheckpointError, read_header
 from .domains import get_domain
 from .model_store import ModelStore, Recipe, save, train_general, train_specialized
+from .navigate_to import PatchSpec, conditions, drop_maps
 from .recipes import NAVIGATION_DATA
 from .recipes import recipe as named_recipe
 from .seeds import stream
@@ -90,16 +93,43 @@ def load_navigation_data(general_tasks: int, train_tasks: int, test_tasks: int, 
     return general, train, test
 
 
+def navigation_conditions(data, recipe: Recipe, seed: int, progress: bool = False, both: bool = False):
+    """(conditions, targets) for NavigateData rows: the state, then (if the recipe has a patch) the map.
+
+    A `recipe.map_dropout` share of the rows (drawn from `seed`) sees "no map" instead; with
+    `both` every row comes twice, with its map and without (for the few rows of a specialist,
+    so that it answers requests without a map as well as with one).
+    """
+    if not recipe.perception:
+        return data.states, data.targets
+    from .sim.perception import dataset_features
+
+    spec = PatchSpec.from_dict(recipe.perception)
+    features = dataset_features(data, spec, progress)
+    if both:
+        return (np.concatenate([conditions(data.states, features), conditions(data.states, 0 * features)]),
+                np.concatenate([data.targets, data.targets]))
+    return conditions(data.states, drop_maps(features, recipe.map_dropout, seed)), data.targets
+
+
 def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
                             needed: tuple = ("scratch", "fine_tuned"), progress: bool = False) -> dict:
     """The navigate-to general prior, and the ball model from scratch and/or the ball fine-tune, for one seed."""
-    general = train_general(NAVIGATE_TO, general_data.states, general_data.targets, recipe,
+    general_conditions, general_targets = navigation_conditions(general_data, recipe, stream(seed, "general_data"),
+                                                                progress)
+    general = train_general(NAVIGATE_TO, general_conditions, general_targets, recipe,
                             stream(seed, "train_general"), progress)
+    if recipe.perception:
+        general.metadata["perception"] = dict(recipe.perception)
     models = {"general": general}
+    ball_conditions, ball_targets = navigation_conditions(ball_train, recipe, stream(seed, "specialized_data"),
+                                                          both=True)
     for name, method in (("scratch", "scratch"), ("fine_tuned", "fine_tune")):
         if name in needed:
-            models[name] = train_specialized(general, ball_train.states, ball_train.targets, recipe, method,
+            models[name] = train_specialized(general, ball_conditions, ball_targets, recipe, method,
                                              task="ball", seed=stream(seed, f"train_{name}"), progress=progress)
+            if recipe.perception:
+                models[name].metadata["perception"] = dict(recipe.perception)
     return models
 
 

@@ -76,3 +76,25 @@ class Inbox:
     def snapshot(self) -> list:
         with self._lock:
             return list(self.messages)
+
+
+def tiny_navigate_models(tmp_path_factory) -> Path:
+    """A ModelStore folder with navigate_to models that see the map (quick recipe, tiny data), trained once."""
+    key = str(tmp_path_factory.getbasetemp()) + "/navigate"
+    with _TRAIN_LOCK:
+        if key not in _TRAINED:
+            _TRAINED[key] = _train_navigate(tmp_path_factory.mktemp("tiny_navigate_models"))
+        return _TRAINED[key]
+
+
+def _train_navigate(root: Path) -> Path:
+    import torch
+
+    from dualdiff_ros.recipes import recipe
+    from dualdiff_ros.training_jobs import load_navigation_data, save_navigation_models, train_navigation_models
+
+    torch.set_num_threads(1)
+    general, ball_train, _ = load_navigation_data(60, 6, 2, data_dir=root / "data")
+    models = train_navigation_models(general, ball_train, recipe("quick", "navigate_to"), seed=0)
+    save_navigation_models(models, root, recipe_name="quick")
+    return root

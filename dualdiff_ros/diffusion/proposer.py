@@ -53,9 +53,8 @@ def default_sampler() -> SamplerConfig:
 
     Strided ancestral steps concentrate the samples, but almost only in the last ~10 % of the
     schedule; striding over the rest costs nothing measurable. On the cabinet and round table
-    (3 seeds, 1,000 held-out conditions) this matched 100 DDPM steps within 0.005 accuracy and
-    coverage at about a third of the network passes (docs/RESULTS.md, section 3). Models with
-    at most 30 levels are sampled at every level.
+    this matched 100 DDPM steps in accuracy and coverage at about a third of the network passes
+    (docs/RESULTS.md, section 3). Models with at most 30 levels are sampled at every level.
     """
     return SamplerConfig(method="ddim", steps=30, fine_steps=10, eta=1.0)
 

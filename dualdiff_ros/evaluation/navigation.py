@@ -19,10 +19,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import sim
+from ..diffusion.proposer import Proposer
 from ..model_store import Recipe
+from ..navigate_to import MapCheck, PatchSpec, answer_with_map, conditions, map_features, spec_of
 from ..recipes import NAVIGATION_DATA, recipe
 from ..seeds import stream
 from ..sim.dataset import FULL_SPECIALIZED_TEST_TASKS, FULL_SPECIALIZED_TRAIN_TASKS
+from ..sim.perception import state_maps
 from ..training_jobs import (
     BALL_DATA_SEED,
     GENERAL_DATA_SEED,
@@ -35,9 +38,12 @@ from .report import markdown_table
 
 DOMAIN = "navigate_to"
 MODEL_CONFIGURATIONS = ("general", "scratch", "fine_tuned", "joint", "fine_tuned_joint", "corrected", "proposer")
-CONFIGURATIONS = (*MODEL_CONFIGURATIONS, "ring")
+# "proposer_no_map": the served proposer asked without a map. "*_map": the answer after the map check,
+# as the placement service gives it with a map (more candidates drawn, the best valid ones kept).
+CONFIGURATIONS = (*MODEL_CONFIGURATIONS, "proposer_no_map", "ring", "proposer_map", "ring_map")
+CHECKED = ("proposer_map", "ring_map")
 METRICS = ("validity", "validity_without_clutter", "success", "samples_to_first_valid", "spread", "coverage",
-           "ms_per_query", "ms_single_query")
+           "candidates_per_valid", "ms_per_query", "ms_single_query")
 
 
 @dataclass
@@ -59,6 +65,8 @@ class NavigationSettings:
     recipe: Recipe = field(default_factory=lambda: recipe("full", DOMAIN))
     progress: bool = False
     configurations: tuple = CONFIGURATIONS   # which rows to run; only the models they need are trained
+    map_check: MapCheck = field(default_factory=MapCheck)  # the placement service's defaults
+    oversample: float = 2.0                               # candidates drawn per answer wanted, with a map
 
     @classmethod
     def quick(cls, **overrides) -> "NavigationSettings":
@@ -81,21 +89,87 @@ def study_configurations() -> dict:
     policy) over the prior and the fine-tune, the specialized node's default model.
     """
     configs = {name: configurations()[name] for name in MODEL_CONFIGURATIONS}
-    configs["ring"] = ("ring", (), None)
+    configs["proposer_no_map"] = configs["proposer_map"] = configs["proposer"]
+    configs["ring"] = configs["ring_map"] = ("ring", (), None)
     return configs
 
 
-def propose_fn(spec, models: dict, seed: int, record: dict | None = None):
+class Perception:
+    """What the study's proposers see of each held-out state: its map (as the simulator node publishes it)."""
+
+    def __init__(self, held_out, spec: PatchSpec | None):
+        self.spec, self.grids, self.features = spec, {}, {}
+        for rows, grid in state_maps(held_out.seed, held_out.task_index, held_out.step):
+            for r in rows:
+                key = held_out.states[r].tobytes()
+                self.grids[key] = grid
+                if spec is not None:
+                    self.features[key] = map_features(grid, held_out.states[r], spec)[0]
+
+    def conditions(self, states, with_map: bool = True) -> np.ndarray:
+        """The models' conditions for held-out states: state + map features (none for a state-only model)."""
+        if self.spec is None:
+            return states
+        features = np.stack([self.features[s.tobytes()] for s in states]) if with_map else \
+            map_features(None, states, self.spec)
+        return conditions(states, features)
+
+    def grid(self, state):
+        return self.grids[state.tobytes()]
+
+
+def propose_fn(spec, models: dict, seed: int, perception: Perception, record: dict | None = None,
+               with_map: bool = True):
     """A sim.evaluate_proposer proposer for a configuration; `record` receives samples and diagnostics."""
     def propose(states, k, rng):
         if spec[0] == "ring":
             samples, extra = sim.ring_proposer(states, k, rng), {}
         else:
-            samples, extra = sample_configuration(spec, models, states, k, seed)
+            samples, extra = sample_configuration(spec, models, perception.conditions(states, with_map), k, seed)
         if record is not None:
             record.update(extra, samples=samples)
         return samples
     return propose
+
+
+def checked_answers(spec, models: dict, held_out, perception: Perception, settings: NavigationSettings,
+                    seed: int) -> tuple[list, list, list, float]:
+    """Per state, the answer after the map check (navigate_to.answer_with_map, as the service runs it)."""
+    proposer, rng = Proposer(), np.random.default_rng(seed)
+    answers, drawn, valid, seconds = [], [], [], 0.0
+    for i, state in enumerate(held_out.states):
+        def draw(n, state=state, i=i):
+            if spec[0] == "ring":
+                return sim.ring_proposer(state[None], n, rng)[0], np.zeros(n)
+            out = proposer.propose(models["general"], models["fine_tuned"], perception.conditions(state[None])[0],
+                                   n, "joint", seed + i)
+            return out.targets, out.scores
+        start = time.perf_counter()
+        answer = answer_with_map(draw, perception.grid(state), state, settings.samples_per_state,
+                                 settings.map_check, settings.oversample)
+        seconds += time.perf_counter() - start
+        answers.append(answer.targets)
+        drawn.append(answer.drawn)
+        valid.append(answer.valid)
+    return answers, drawn, valid, 1e3 * seconds / max(len(held_out), 1)
+
+
+def evaluate_checked(name: str, spec, models, held_out, perception, settings, seed: int) -> dict:
+    """Validity (PyBullet) of the answers a robot gets with its map, and what the check cost."""
+    answers, drawn, valid, ms = checked_answers(spec, models, held_out, perception, settings,
+                                                stream(seed, "sampling"))
+    k = settings.samples_per_state
+    padded = np.full((len(held_out), k, 2), np.nan)
+    for i, a in enumerate(answers):
+        padded[i, :len(a)] = a
+    ok = check_proposals(held_out, np.nan_to_num(padded, nan=-1e3)) & np.isfinite(padded[..., 0])
+    returned = np.array([len(a) for a in answers])
+    first = np.where(ok.any(axis=1), ok.argmax(axis=1) + 1, k + 1)
+    return {"n_states": len(held_out), "samples_per_state": k, "cap": k + 1,
+            "validity": float(ok.sum() / max(returned.sum(), 1)), "success": float(ok.any(axis=1).mean()),
+            "samples_to_first_valid": float(first.mean()), "answered": float((returned > 0).mean()),
+            "proposals_returned": float(returned.mean()),
+            "candidates_per_valid": float(np.sum(drawn) / max(np.sum(valid), 1)), "ms_per_query": ms}
 
 
 def single_query_ms(fn, states: np.ndarray, k: int) -> float:
@@ -110,9 +184,16 @@ def single_query_ms(fn, states: np.ndarray, k: int) -> float:
 def evaluate_configurations(configs: dict, models: dict, held_out, settings: NavigationSettings,
                             seed: int) -> list[dict]:
     rows = []
+    perception = Perception(held_out, spec_of(models["general"]))
     for name, spec in configs.items():
+        if name in CHECKED:
+            report = evaluate_checked(name, spec, models, held_out, perception, settings, seed)
+            rows.append({"domain": DOMAIN, "seed": seed, "configuration": name, **report})
+            if settings.progress:
+                print(f"seed {seed} {name}: validity {report['validity']:.3f}", flush=True)
+            continue
         record: dict = {}
-        fn = propose_fn(spec, models, stream(seed, "sampling"), record)
+        fn = propose_fn(spec, models, stream(seed, "sampling"), perception, record, name != "proposer_no_map")
         report = sim.evaluate_proposer(fn, held_out, settings.samples_per_state, seed=seed)
         diagnostics = {k: v for k, v in record.items() if k != "samples"}  # before the latency calls
         report["validity_without_clutter"] = float(check_proposals(held_out, record["samples"], False).mean())
@@ -127,8 +208,11 @@ def evaluate_configurations(configs: dict, models: dict, held_out, settings: Nav
 def plot_proposals(configs: dict, models: dict, held_out, settings: NavigationSettings, seed: int) -> dict:
     """For the plotted states: each configuration's proposals [n, k, 2] and validity [n, k]."""
     out = {}
+    perception = Perception(held_out, spec_of(models["general"]))
     for name, spec in configs.items():
-        fn = propose_fn(spec, models, stream(seed, "plot_sampling"))
+        if name in CHECKED:
+            continue
+        fn = propose_fn(spec, models, stream(seed, "plot_sampling"), perception, with_map=name != "proposer_no_map")
         proposals = fn(held_out.states, settings.plot_samples, np.random.default_rng(seed))
         out[name] = (proposals, check_proposals(held_out, proposals))
     return out
@@ -277,6 +361,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--progress", action="store_true", help="progress bars and per-configuration lines")
     parser.add_argument("--configs", nargs="+", choices=CONFIGURATIONS, default=None,
                         help="rows to run (default: all); only the models they need are trained")
+    parser.add_argument("--patch-cells", type=int, default=None,
+                        help="map patch cells per side in the condition (full: 16); 0 = the state alone, no map")
+    parser.add_argument("--patch-half-extent", type=float, default=None, help="map patch half side, m (full: 9)")
+    parser.add_argument("--patch-frame", choices=("world", "object"), default=None,
+                        help="map patch axes: the map's (default) or turned with the object")
+    parser.add_argument("--oversample", type=float, default=None,
+                        help="candidates drawn per answer wanted when a map is checked (default 2)")
     return parser
 
 
@@ -289,10 +380,19 @@ def settings_from_args(args) -> NavigationSettings:
             changes[key] = tuple(value) if key == "seeds" else value
     if args.configs is not None:
         changes["configurations"] = tuple(args.configs)
+    recipe_ = settings.recipe
     if args.general_epochs is not None:
-        general = replace(settings.recipe.general, epochs=args.general_epochs)
-        changes["recipe"] = replace(settings.recipe, general=general)
-    return replace(settings, **changes)
+        recipe_ = replace(recipe_, general=replace(recipe_.general, epochs=args.general_epochs))
+    if args.patch_cells == 0:
+        recipe_ = replace(recipe_, perception={})
+    elif any(v is not None for v in (args.patch_cells, args.patch_half_extent, args.patch_frame)):
+        patch = PatchSpec.from_dict(recipe_.perception or PatchSpec().to_dict())
+        patch = replace(patch, **{k: v for k, v in (("cells", args.patch_cells), ("frame", args.patch_frame),
+                                                     ("half_extent", args.patch_half_extent)) if v is not None})
+        recipe_ = replace(recipe_, perception=patch.to_dict())
+    if args.oversample is not None:
+        changes["oversample"] = args.oversample
+    return replace(settings, recipe=recipe_, **changes)
 
 
 def run_from_args(args) -> int:

@@ -10,7 +10,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from ..domains import SERVED_DOMAINS
 from ..model_store import check_task
 from ..runtime import THREADS_ENV, limit_torch_threads
-from ..serving import TRAIN_HINT, Setting, check_vector  # noqa: F401  (re-exported for the nodes)
+from ..serving import TRAIN_HINT, Setting, check_vector, quote  # noqa: F401  (re-exported for the nodes)
 
 MODEL_INFO_TOPIC = "/dualdiff/model_info"
 TRAINING_PROGRESS_TOPIC = "/dualdiff/training_progress"
@@ -19,6 +19,7 @@ PROPOSE_SERVICE = "/dualdiff/propose_placements"
 TRAIN_SERVICE = "/dualdiff/train_specialized"
 PROPOSAL_MARKERS_TOPIC = "/dualdiff/proposal_markers"
 SCENE_MARKERS_TOPIC = "/dualdiff/scene_markers"
+SCENE_MAP_TOPIC = "/dualdiff/scene_map"
 DIAGNOSTICS_TOPIC = "/diagnostics"
 
 # Latched announcements: every model a node announced stays there for late joiners.
@@ -168,7 +169,7 @@ def stop_nodes(executor, nodes) -> None:
 def check_domain_and_task(domain: str, task: str) -> str | None:
     """None for a served domain and a well-formed task name, else the reason and the fix."""
     if domain not in SERVED_DOMAINS:
-        return f"unknown domain {domain!r}: use one of {', '.join(SERVED_DOMAINS)}"
+        return f"unknown domain {quote(domain)}: use one of {', '.join(SERVED_DOMAINS)}"
     try:
         check_task(task)
     except ValueError as err:

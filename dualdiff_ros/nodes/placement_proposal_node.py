@@ -8,6 +8,7 @@ answers into messages. A bad request is a RESULT_* with a message; the node neve
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,8 @@ import numpy as np
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from dualdiff_interfaces.msg import ModelInfo
 from dualdiff_interfaces.srv import ProposePlacements
-from geometry_msgs.msg import Point
+from geometry_msgs.msg import Point, PoseStamped, Quaternion
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -26,6 +28,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from .. import serving
 from ..diffusion.checkpoint import CheckpointError
 from ..domains import SERVED_DOMAINS
+from ..maps import OccupancyMap, quaternion_to_yaw, yaw_to_quaternion
 from .common import (
     DIAGNOSTICS_TOPIC,
     MODEL_INFO_TOPIC,
@@ -58,7 +61,8 @@ class PlacementProposalNode(Node):
                 "ModelStore folder scanned at start; later models arrive on /dualdiff/model_info "
                 "(only files under this folder are accepted).", read_only=True)
         declare_settings(self, serving.SETTINGS)
-        declare(self, "marker_frame", "map", "frame_id of the proposal markers (the frame of the state).")
+        declare(self, "frame_id", "map", "Frame of state, map and poses when a request's header leaves frame_id empty.")
+        declare(self, "marker_frame", "", "frame_id of the proposal markers; empty = the request's frame.")
         declare(self, "marker_scale", 0.1, "Diameter of a proposal sphere, metres.", float_range=(0.001, 10.0))
         self.service = serving.PlacementService(self.get_parameter("model_dir").value, self._settings())
         self.models = self.service.slots
@@ -124,6 +128,7 @@ class PlacementProposalNode(Node):
         try:
             model = serving.load_for_slot(role, domain, task, path, self.service.store.root)
         except (CheckpointError, OSError, ValueError) as err:
+            self.models.refuse(key, str(err))
             self._refuse_model(f"refused {role} model for {domain}{'/' + task if task else ''}: {err}; "
                                "keeping the previous one")
             return False
@@ -144,11 +149,13 @@ class PlacementProposalNode(Node):
     def _on_propose(self, request, response):
         start = time.perf_counter()
         try:
+            frame = request.header.frame_id or self.get_parameter("frame_id").value
+            grid = grid_from(request.map, frame)
             answer = self.service.answer(request.domain, request.task, request.mode, request.state,
-                                         int(request.num_samples), int(request.seed))
-            _fill(response, answer)
+                                         int(request.num_samples), int(request.seed), grid)
+            _fill(response, answer, frame, request.header.stamp)
             self.stats.served += 1
-            self._publish_markers(response)
+            self._publish_markers(response, frame)
         except serving.Refused as refused:
             response = Response(result=refused.result, message=str(refused))
             self.stats.rejected += 1
@@ -167,7 +174,7 @@ class PlacementProposalNode(Node):
         return response
 
     # ---- what others see ---------------------------------------------------------------------
-    def _publish_markers(self, response) -> None:
+    def _publish_markers(self, response, request_frame: str) -> None:
         """RViz: clear the last proposals, then one sphere per proposal, red (low) to green (high score).
 
         Building a marker per proposal costs about as much as the service call itself, so it is
@@ -175,7 +182,7 @@ class PlacementProposalNode(Node):
         """
         if self.marker_publisher.get_subscription_count() == 0:
             return
-        frame = self.get_parameter("marker_frame").value
+        frame = self.get_parameter("marker_frame").value or request_frame
         scale = float(self.get_parameter("marker_scale").value)
         stamp = self.get_clock().now().to_msg()
         clear = Marker(action=Marker.DELETEALL, ns="dualdiff_proposals")
@@ -214,8 +221,27 @@ class PlacementProposalNode(Node):
         self.diagnostics_publisher.publish(array)
 
 
-def _fill(response, answer: serving.Answer) -> None:
-    """An Answer into the reply message."""
+def grid_from(msg: OccupancyGrid, frame: str) -> OccupancyMap | None:
+    """The request's map (None when its data is empty); Refused naming the bad field."""
+    if len(msg.data) == 0:
+        return None
+    invalid = Response.RESULT_INVALID_REQUEST
+    if msg.header.frame_id and msg.header.frame_id != frame:
+        raise serving.Refused(invalid, f"map.header.frame_id {serving.quote(msg.header.frame_id)} differs from the "
+                              f"request's frame {serving.quote(frame)}: send the map in the state's frame")
+    info = msg.info
+    p, q = info.origin.position, info.origin.orientation
+    if not all(math.isfinite(v) for v in (p.x, p.y, q.x, q.y, q.z, q.w)):
+        raise serving.Refused(invalid, "map.info.origin is not finite: every number of the pose must be finite")
+    try:
+        return OccupancyMap.from_flat(np.frombuffer(msg.data, dtype=np.int8), info.width, info.height,
+                                      info.resolution, p.x, p.y, float(quaternion_to_yaw([q.x, q.y, q.z, q.w])))
+    except ValueError as err:
+        raise serving.Refused(invalid, f"map: {err} (map.info width, height, resolution and data must agree)") from err
+
+
+def _fill(response, answer: serving.Answer, frame: str, stamp) -> None:
+    """An Answer into the reply message: proposals, one pose per proposal in the request's frame, diagnostics."""
     response.result = Response.RESULT_OK
     response.message = answer.message
     response.proposals = [Point(x=float(t[0]), y=float(t[1]), z=float(t[2]) if len(t) > 2 else 0.0)
@@ -229,6 +255,17 @@ def _fill(response, answer: serving.Answer) -> None:
     response.general_agreement = float(diag.get("general_agreement", float("nan")))
     response.general_version = answer.general_version
     response.specialized_version = answer.specialized_version
+    response.candidates_drawn, response.candidates_valid = answer.candidates_drawn, answer.candidates_valid
+    yaws = answer.yaws if answer.yaws is not None else np.zeros(len(answer.proposals))
+    quaternions = yaw_to_quaternion(yaws).reshape(-1, 4)
+    poses = []
+    for point, (qx, qy, qz, qw) in zip(response.proposals, quaternions):
+        pose = PoseStamped()
+        pose.header.frame_id, pose.header.stamp = frame, stamp
+        pose.pose.position = point
+        pose.pose.orientation = Quaternion(x=float(qx), y=float(qy), z=float(qz), w=float(qw))
+        poses.append(pose)
+    response.poses = poses
 
 
 def main(args=None) -> int:

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from dualdiff_interfaces.srv import EvaluateProposals, GenerateDataset
 from geometry_msgs.msg import Quaternion
+from nav_msgs.msg import OccupancyGrid
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
@@ -27,7 +28,8 @@ from ..diffusion.checkpoint import CheckpointError
 from ..diffusion.proposer import MODES
 from ..model_store import ModelStore
 from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
-from .common import SCENE_MARKERS_TOPIC, TRAIN_HINT, declare, declare_settings, latched_qos, spin_node
+from ..sim.perception import step_map
+from .common import SCENE_MAP_TOPIC, SCENE_MARKERS_TOPIC, TRAIN_HINT, declare, declare_settings, latched_qos, spin_node
 
 NODE_NAME = "simulator_node"
 DOMAIN = "navigate_to"
@@ -47,6 +49,8 @@ class SimulatorNode(Node):
         declare_settings(self, serving.SAMPLING_SETTINGS)  # the placement service's sampling, evaluated
         declare(self, "scene_seed", 0, "Seed of the scene shown on /dualdiff/scene_markers.", int_range=(0, 2**31 - 1))
         declare(self, "scene_task", 0, "Task index of the scene shown.", int_range=(0, 1_000_000))
+        declare(self, "scene_step", 0, "Step of that task whose floor the map shows (objects carried away are off "
+                "it); past the last step = the last.", int_range=(0, 1000))
         declare(self, "marker_frame", "map", "frame_id of the scene markers.")
         self._held_out = None
         self._held_out_lock = threading.Lock()
@@ -54,6 +58,7 @@ class SimulatorNode(Node):
         self.create_service(GenerateDataset, "~/generate_dataset", self._on_generate, callback_group=work)
         self.create_service(EvaluateProposals, "~/evaluate_proposals", self._on_evaluate, callback_group=work)
         self.scene_publisher = self.create_publisher(MarkerArray, SCENE_MARKERS_TOPIC, latched_qos(1))
+        self.map_publisher = self.create_publisher(OccupancyGrid, SCENE_MAP_TOPIC, latched_qos(1))
         self.add_on_set_parameters_callback(self._check_parameters)
         self.add_post_set_parameters_callback(self._parameters_changed)
         self.publish_scene()
@@ -71,7 +76,7 @@ class SimulatorNode(Node):
         return SetParametersResult(successful=True)
 
     def _parameters_changed(self, params) -> None:
-        if any(p.name in ("scene_seed", "scene_task", "marker_frame") for p in params):
+        if any(p.name in ("scene_seed", "scene_task", "scene_step", "marker_frame") for p in params):
             self.publish_scene()
         if any(p.name == "held_out_path" for p in params):
             with self._held_out_lock:
@@ -209,6 +214,21 @@ class SimulatorNode(Node):
                 m.scale.x, m.scale.y, m.scale.z = float(rect[2]), float(rect[3]), 1.0
                 markers.append(m)
         self.scene_publisher.publish(MarkerArray(markers=markers))
+        step = min(self.get_parameter("scene_step").value, len(scene.steps) - 1)
+        self.map_publisher.publish(occupancy_grid(step_map(scene, step), frame, stamp))
+
+
+def occupancy_grid(grid, frame: str, stamp) -> OccupancyGrid:
+    """An OccupancyMap as the nav_msgs/OccupancyGrid a map server publishes."""
+    msg = OccupancyGrid()
+    msg.header.frame_id, msg.header.stamp = frame, stamp
+    msg.info.map_load_time = stamp
+    msg.info.resolution = float(grid.resolution)
+    msg.info.width, msg.info.height = grid.width, grid.height
+    msg.info.origin.position.x, msg.info.origin.position.y = float(grid.origin_x), float(grid.origin_y)
+    msg.info.origin.orientation = Quaternion(z=math.sin(grid.origin_yaw / 2), w=math.cos(grid.origin_yaw / 2))
+    msg.data = grid.to_flat().tobytes()
+    return msg
 
 
 def main(args=None) -> int:

@@ -13,17 +13,20 @@ import uuid
 from collections import Counter
 from dataclasses import dataclass, replace
 
+import numpy as np
 from dualdiff_interfaces.msg import ModelInfo, Observation, TrainingProgress
-from dualdiff_interfaces.srv import RecordObservation, TrainSpecialized
+from dualdiff_interfaces.srv import ForgetObservations, ListObservations, RecordObservation, TrainSpecialized
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from ..diffusion.checkpoint import CheckpointError, read_header
+from ..diffusion.checkpoint import CheckpointError, read_header, verify_checkpoint
 from ..domains import SERVED_DOMAINS
 from ..learning import ObservationStore
+from ..limits import DEFAULT_MARGIN, PlausibleRange, check_absolute
 from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, save, train_specialized
+from ..navigate_to import model_conditions
 from .common import (
     MODEL_INFO_TOPIC,
     OBSERVATIONS_TOPIC,
@@ -78,6 +81,8 @@ class SpecializedModelNode(Node):
         self.create_subscription(Observation, OBSERVATIONS_TOPIC, self._on_observation, 100,
                                  callback_group=record_group)
         self.create_service(TrainSpecialized, TRAIN_SERVICE, self._on_train, callback_group=train_group)
+        self.create_service(ListObservations, "~/list_observations", self._on_list, callback_group=record_group)
+        self.create_service(ForgetObservations, "~/forget_observations", self._on_forget, callback_group=record_group)
         for domain, task, n in self.store.summary():
             self.get_logger().info(f"{n} observations stored for {domain}" + (f"/{task}" if task else ""))
         self._announce_existing()
@@ -101,6 +106,11 @@ class SpecializedModelNode(Node):
         declare(self, "batch_size", 0, "Training batch size (0 = the recipe's default).", int_range=(0, 65536))
         declare(self, "seed", 0, "Training seed: the same observations and seed give the same model.",
                 int_range=(0, 2**31 - 1))
+        declare(self, "limits.margin", DEFAULT_MARGIN,
+                "An observation is refused when its state, or its target relative to the state, lies further "
+                "outside the general data's range than this many spans of that range.", float_range=(0.0, 1e6))
+        declare(self, "list_page_size", 100, "Rows ~/list_observations returns when a request's limit is 0.",
+                int_range=(1, 100_000))
 
     def _check_parameters(self, params) -> SetParametersResult:
         return check_choices(params, {"method": SPECIALIZATION_METHODS})
@@ -108,7 +118,7 @@ class SpecializedModelNode(Node):
     def _announce_existing(self) -> None:
         for domain, task, path in specialized_checkpoints(self.models.root, SERVED_DOMAINS):
             try:
-                header = read_header(path)
+                header = verify_checkpoint(path)  # weights and header: a damaged file is never announced
             except CheckpointError as err:
                 self.get_logger().error(f"not announcing {path}: {err}")
                 continue
@@ -119,15 +129,31 @@ class SpecializedModelNode(Node):
 
     # ---- observations ------------------------------------------------------------------------
     def _check_observation(self, domain: str, task: str, state, target) -> str | None:
+        """None for an observation worth learning from, else why not (size, finiteness, plausible range)."""
         problem = check_domain_and_task(domain, task)
         if problem:
             return problem
         state_size, target_size = SERVED_DOMAINS[domain]
-        return check_vector("state", state, state_size) or check_vector("target", target, target_size)
+        problem = check_vector("state", state, state_size) or check_vector("target", target, target_size)
+        if problem:
+            return problem
+        plausible = self._plausible(domain)
+        if plausible is None:  # no prior yet: only the absurd is refused now; training checks the range
+            return check_absolute("state", state) or check_absolute("target", target)
+        problem = plausible.check_state(state) or plausible.check_target(state, target)
+        return problem and problem + "; refused, not stored (parameter limits.margin widens the range)"
 
-    def _record(self, domain: str, task: str, state, target) -> tuple[int, int]:
+    def _plausible(self, domain: str) -> PlausibleRange | None:
+        """The domain's plausible range from its general prior's header, or None while it has no prior."""
+        try:
+            header = read_header(self.models.general_path(domain))
+        except CheckpointError:
+            return None
+        return PlausibleRange.from_header(domain, header, self.get_parameter("limits.margin").value)
+
+    def _record(self, domain: str, task: str, state, target, stamp=None) -> tuple[int, int]:
         """Store durably; (id, total for this domain/task). May start a background retrain."""
-        oid = self.store.add(domain, task, list(state), list(target))
+        oid = self.store.add(domain, task, list(state), list(target), stamp)
         total = self.store.count(domain, task)
         self._new_observations[(domain, task)] += 1
         self._maybe_retrain(domain, task, total)
@@ -140,7 +166,7 @@ class SpecializedModelNode(Node):
             return response
         try:
             response.observation_id, response.observations_total = self._record(
-                request.domain, request.task, request.state, request.target)
+                request.domain, request.task, request.state, request.target, _stamp(request.header))
         except (sqlite3.Error, OSError, ValueError) as err:
             response.result = RecordObservation.Response.RESULT_INTERNAL_ERROR
             response.message = f"not stored: {err} (check db_path {self.store.path})"
@@ -155,9 +181,70 @@ class SpecializedModelNode(Node):
             self.get_logger().warning(f"dropped observation on {OBSERVATIONS_TOPIC}: {problem}")
             return
         try:
-            self._record(msg.domain, msg.task, msg.state, msg.target)
+            self._record(msg.domain, msg.task, msg.state, msg.target, _stamp(msg.header))
         except (sqlite3.Error, OSError, ValueError) as err:
             self.get_logger().error(f"observation on {OBSERVATIONS_TOPIC} not stored: {err}")
+
+    def _on_list(self, request, response):
+        codes = ListObservations.Response
+        try:
+            domain, task = self._selection(request.domain, request.task, request.any_task)
+            rows = self.store.list(domain, task, limit=request.limit or self.get_parameter("list_page_size").value,
+                                   offset=request.offset)
+        except ValueError as err:
+            response.result, response.message = codes.RESULT_INVALID_REQUEST, str(err)
+            return response
+        except sqlite3.Error as err:
+            response.result, response.message = codes.RESULT_INTERNAL_ERROR, f"cannot read {self.store.path}: {err}"
+            return response
+        response.ids = [r.id for r in rows]
+        response.domains, response.tasks = [r.domain for r in rows], [r.task for r in rows]
+        response.state_sizes, response.target_sizes = [len(r.state) for r in rows], [len(r.target) for r in rows]
+        response.states = [float(v) for r in rows for v in r.state]
+        response.targets = [float(v) for r in rows for v in r.target]
+        response.has_stamp = [r.stamp is not None for r in rows]
+        response.stamp_sec = [int(r.stamp[0]) if r.stamp else 0 for r in rows]
+        response.stamp_nanosec = [int(r.stamp[1]) if r.stamp else 0 for r in rows]
+        response.stored_at = [float(r.stored_at) for r in rows]
+        response.result, response.message = codes.RESULT_OK, f"{len(rows)} observations"
+        return response
+
+    def _on_forget(self, request, response):
+        codes = ForgetObservations.Response
+        try:
+            domain, task = self._selection(request.domain, request.task, request.any_task)
+            if request.all_of_domain_task:
+                if domain is None:
+                    raise ValueError("all_of_domain_task needs a domain: name the domain whose observations go")
+                forgotten = self.store.forget(domain=domain, task=task)
+            else:
+                if not len(request.ids):
+                    raise ValueError("name the ids to forget (see list_observations), or set all_of_domain_task")
+                forgotten = self.store.forget(ids=[int(i) for i in request.ids], domain=domain, task=task)
+        except ValueError as err:
+            response.result, response.message = codes.RESULT_INVALID_REQUEST, str(err)
+            return response
+        except sqlite3.Error as err:
+            response.result, response.message = codes.RESULT_INTERNAL_ERROR, f"not forgotten: {err}"
+            return response
+        response.result, response.forgotten = codes.RESULT_OK, forgotten
+        response.message = f"forgot {forgotten} observations; the next training leaves them out"
+        self.get_logger().info(response.message)
+        return response
+
+    @staticmethod
+    def _selection(domain: str, task: str, any_task: bool) -> tuple[str | None, str | None]:
+        """(domain, task) filters of a list/forget request: None = any; names checked like observations'."""
+        if not domain:
+            if task or any_task:
+                raise ValueError("a task needs its domain: set domain too")
+            return None, None
+        if any_task and task:
+            raise ValueError("any_task and a task name exclude each other: leave task empty")
+        problem = check_domain_and_task(domain, "" if any_task else task)
+        if problem:
+            raise ValueError(problem)
+        return domain, None if any_task else task
 
     def _maybe_retrain(self, domain: str, task: str, total: int) -> None:
         every = self.get_parameter("retrain_every").value
@@ -229,11 +316,12 @@ class SpecializedModelNode(Node):
         log = self.get_logger()
         label = f"{job.domain}{'/' + job.task if job.task else ''}"
         try:
-            states, targets = self.store.fetch(job.domain, job.task)
-            self._progress(job, "running", 0.0, f"{len(states)} observations, method {job.method}")
-            log.info(f"job {job.job_id}: {job.method} on {len(states)} observations of {label}")
+            states, targets, note = self._training_data(job)
+            self._progress(job, "running", 0.0, f"{len(states)} observations, method {job.method}{note}")
+            log.info(f"job {job.job_id}: {job.method} on {len(states)} observations of {label}{note}")
             general = self.models.load_general(job.domain)
-            model = train_specialized(general, states, targets, self._recipe(), job.method, job.task,
+            conditions = model_conditions(general, states)  # observations carry no map: "no map" features
+            model = train_specialized(general, conditions, targets, self._recipe(), job.method, job.task,
                                       seed=self.get_parameter("seed").value, progress=False,
                                       on_step=lambda step, total, loss: self._on_step(job, step, total, loss))
             path = self.models.specialized_path(job.domain, job.task)
@@ -250,6 +338,22 @@ class SpecializedModelNode(Node):
         finally:
             with self._job_lock:
                 self.job = None
+
+    def _training_data(self, job: Job):
+        """(states, targets, note): the stored observations inside the plausible range; the rest are left out."""
+        rows = self.store.list(job.domain, job.task)
+        plausible = self._plausible(job.domain)
+        keep = [r for r in rows if plausible is None or not (plausible.check_state(r.state)
+                                                             or plausible.check_target(r.state, r.target))]
+        kept = {r.id for r in keep}
+        left_out = [r.id for r in rows if r.id not in kept]
+        if len(keep) < self.get_parameter("min_observations").value:
+            raise ValueError(f"only {len(keep)} plausible observations (left out ids {left_out[:10]}): record more, "
+                             "or forget the implausible ones with forget_observations")
+        note = (f"; left out {len(left_out)} outside the plausible range (ids {left_out[:10]}; "
+                "forget_observations removes them)") if left_out else ""
+        return (np.array([r.state for r in keep], dtype=np.float64),
+                np.array([r.target for r in keep], dtype=np.float64), note)
 
     def _on_step(self, job: Job, step: int, total: int, loss: float) -> None:
         if self._stopping.is_set():
@@ -270,6 +374,12 @@ class SpecializedModelNode(Node):
             self._thread.join(timeout=30)
         self.store.close()
         return super().destroy_node()
+
+
+def _stamp(header) -> tuple[int, int] | None:
+    """The observation's header stamp, or None when the sender left it zero."""
+    stamp = header.stamp
+    return (int(stamp.sec), int(stamp.nanosec)) if (stamp.sec or stamp.nanosec) else None
 
 
 def main(args=None) -> int:

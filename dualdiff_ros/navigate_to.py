@@ -1,0 +1,168 @@
+"""Navigate-to with the robot's map, ROS-free: the map in the condition, the map check, the poses.
+
+A navigate-to state is 10 numbers (the object's pose and size, the robot's pose, two flags);
+walls and clutter are not in it. So the condition grows a second half, `PatchSpec`: a patch of
+the robot's occupancy map around the object, max-pooled to a few cells, behind a "map present"
+flag. Models are trained with the patch dropped part of the time (flag 0, patch 0), so a request
+without a map gets an answer from the same model. Every answer given a map is then checked
+against it (`MapCheck`, the simulator's validity rule on the raster: dualdiff_ros.maps), and
+each target becomes a pose facing the object, as the check assumes and nav2 takes it.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from .maps import OccupancyMap, check_base_targets, facing_yaw, local_patch, object_footprint_from_state
+
+STATE_SIZE = 10
+# The simulator's robot (dualdiff_ros.sim.scene: ROBOT_RADIUS, REACH = radius + gripper); a test
+# keeps these equal without importing PyBullet here.
+ROBOT_RADIUS = 2.0
+ROBOT_REACH = 4.0
+FRAMES = ("world", "object")
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """Which part of the map the denoiser sees, and how coarsely.
+
+    `cells` x `cells` over a square of half side `half_extent` metres centred on the object,
+    each cell the maximum of `supersample`^2 map samples inside it (a thin obstacle is not lost
+    to the downsampling). `frame` "world": the patch's axes are the map's (the denoiser predicts
+    targets as map-frame offsets from the object, so a blocked patch cell is a blocked offset);
+    "object": turned with the object's yaw. Which is better was measured: docs/RESULTS.md, section 4.
+    """
+
+    cells: int = 16
+    half_extent: float = 9.0
+    frame: str = "world"
+    supersample: int = 3
+
+    def __post_init__(self):
+        if self.frame not in FRAMES:
+            raise ValueError(f"patch frame {self.frame!r}: use one of {FRAMES}")
+        if not (self.cells >= 1 and self.supersample >= 1 and self.half_extent > 0):
+            raise ValueError(f"patch cells={self.cells}, supersample={self.supersample} must be >= 1 and "
+                             f"half_extent={self.half_extent} > 0")
+
+    @property
+    def feature_dim(self) -> int:
+        return 1 + self.cells * self.cells  # the map flag, then the patch
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PatchSpec":
+        return cls(int(d["cells"]), float(d["half_extent"]), str(d["frame"]), int(d["supersample"]))
+
+
+def patch(grid: OccupancyMap, state, spec: PatchSpec) -> np.ndarray:
+    """The map around one state's object, ``float32 [cells, cells]``: 0 free, 1 occupied, 0.5 unknown."""
+    xy, yaw, _ = object_footprint_from_state(state)
+    fine = local_patch(grid, xy, float(yaw) if spec.frame == "object" else 0.0, spec.half_extent,
+                       spec.cells * spec.supersample)
+    s = spec.supersample
+    return fine.reshape(spec.cells, s, spec.cells, s).max(axis=(1, 3))
+
+
+def map_features(grid: OccupancyMap | None, states, spec: PatchSpec) -> np.ndarray:
+    """Condition features ``[n, 1 + cells^2]`` for states ``[n, 10]``: flag 1 and the patch, or all 0 without a map."""
+    states = np.asarray(states, dtype=np.float64).reshape(-1, STATE_SIZE)
+    out = np.zeros((len(states), spec.feature_dim), dtype=np.float64)
+    if grid is not None:
+        out[:, 0] = 1.0
+        for i, s in enumerate(states):
+            out[i, 1:] = patch(grid, s, spec).reshape(-1)
+    return out
+
+
+def conditions(states, features: np.ndarray | None) -> np.ndarray:
+    """The denoiser's condition: the 10 state numbers, then the map features (if the model has them)."""
+    states = np.asarray(states, dtype=np.float64).reshape(-1, STATE_SIZE)
+    return states if features is None else np.concatenate([states, features], axis=1)
+
+
+def model_conditions(model, states, grid: OccupancyMap | None = None) -> np.ndarray:
+    """What `model` is conditioned on for these states: the states, plus map features if it sees maps."""
+    spec = spec_of(model)
+    return conditions(states, map_features(grid, states, spec)) if spec else np.asarray(states, dtype=np.float64)
+
+
+def spec_of(model) -> PatchSpec | None:
+    """The model's PatchSpec (metadata "perception"), or None for a model that sees only the state."""
+    perception = model.metadata.get("perception")
+    return PatchSpec.from_dict(perception) if perception else None
+
+
+def drop_maps(features: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """Training features with `fraction` of the rows set to "no map" (flag 0, patch 0)."""
+    rng = np.random.default_rng(seed)
+    out = np.array(features, dtype=np.float64, copy=True)
+    out[rng.random(len(out)) < fraction] = 0.0
+    return out
+
+
+@dataclass(frozen=True)
+class MapCheck:
+    """The robot and the map thresholds a target is checked with (node parameters robot.*, map.*)."""
+
+    robot_radius: float = ROBOT_RADIUS
+    reach: float = ROBOT_REACH
+    occupied_threshold: int = 50
+    unknown_is_occupied: bool = True
+    inflation: float = 0.0
+
+    def valid(self, grid: OccupancyMap, state, targets) -> np.ndarray:
+        """``bool [n]``: each target's footprint is free and its gripper reaches the object first."""
+        xy, yaw, half = object_footprint_from_state(state)
+        return check_base_targets(grid, targets, xy, float(yaw), half, self.robot_radius, self.reach,
+                                  self.occupied_threshold, self.unknown_is_occupied, self.inflation)
+
+    def describe(self) -> str:
+        return (f"robot.radius {self.robot_radius:g} m + map.inflation {self.inflation:g} m, robot.reach "
+                f"{self.reach:g} m, map.occupied_threshold {self.occupied_threshold}, map.unknown_is_occupied "
+                f"{str(self.unknown_is_occupied).lower()}")
+
+
+def candidates_for(num_samples: int, oversample: float) -> int:
+    """How many candidates a map-checked request draws for `num_samples` answers."""
+    return max(int(num_samples), int(math.ceil(num_samples * oversample)))
+
+
+def best_valid(targets: np.ndarray, scores: np.ndarray, valid: np.ndarray, num_samples: int):
+    """The best-scored valid targets, at most `num_samples`, best first: (targets, scores)."""
+    idx = np.flatnonzero(valid)
+    idx = idx[np.argsort(-scores[idx], kind="stable")][:num_samples]
+    return targets[idx], scores[idx]
+
+
+def pose_yaws(state, targets) -> np.ndarray:
+    """Yaw of each base pose: facing the object's centre, as the map check and the simulator assume."""
+    xy, _, _ = object_footprint_from_state(state)
+    return facing_yaw(targets, xy)
+
+
+@dataclass
+class CheckedAnswer:
+    targets: np.ndarray   # [m <= num_samples, 2], valid on the map, best score first
+    scores: np.ndarray    # [m]
+    drawn: int            # candidates sampled
+    valid: int            # candidates the map allowed
+
+
+def answer_with_map(draw, grid: OccupancyMap, state, num_samples: int, check: MapCheck,
+                    oversample: float) -> CheckedAnswer:
+    """Draw candidates in one batch (`draw(n) -> (targets [n, 2], scores [n])`), keep the best valid ones.
+
+    The same function serves the placement service and the navigate-to study, so the study
+    measures what a robot is told.
+    """
+    n = candidates_for(num_samples, oversample)
+    targets, scores = draw(n)
+    valid = check.valid(grid, state, targets)
+    best, best_scores = best_valid(np.asarray(targets), np.asarray(scores), valid, num_samples)
+    return CheckedAnswer(best, best_scores, n, int(valid.sum()))

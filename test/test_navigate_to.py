@@ -1,0 +1,133 @@
+"""Navigate-to with a map, below ROS: the map in the condition, the map check, poses, the service policy."""
+import math
+
+import numpy as np
+import pytest
+from nodes_support import tiny_navigate_models
+
+from dualdiff_ros import navigate_to, serving
+from dualdiff_ros.diffusion.checkpoint import load_checkpoint
+from dualdiff_ros.maps import OccupancyMap
+from dualdiff_ros.navigate_to import MapCheck, PatchSpec, answer_with_map, map_features
+from dualdiff_ros.sim import scene as sim_scene
+from dualdiff_ros.sim.perception import step_map
+
+# An object at (10, 10), 0.5 m square, robot far away: the navigate-to state's 10 numbers.
+STATE = np.array([10.0, 10.0, 0.5, 0.5, 0.0, 0.0, 4.0, 4.0, 0.0, 1.0])
+
+
+def _grid(blocked=()):
+    """A free 20 m square map at 0.1 m with the object drawn, plus blocked [x0, x1, y0, y1] boxes."""
+    data = np.zeros((200, 200), dtype=np.int8)
+    data[97:103, 97:103] = 100  # the object's own cells
+    for x0, x1, y0, y1 in blocked:
+        data[int(y0 * 10):int(y1 * 10), int(x0 * 10):int(x1 * 10)] = 100
+    return OccupancyMap(data, 0.1)
+
+
+def test_the_simulators_robot_is_the_default_robot():
+    assert (navigate_to.ROBOT_RADIUS, navigate_to.ROBOT_REACH) == (sim_scene.ROBOT_RADIUS, sim_scene.REACH)
+
+
+def test_map_features_flag_the_map_and_show_an_obstacle_where_it_stands():
+    spec = PatchSpec(cells=8, half_extent=8.0)
+    without = map_features(None, STATE, spec)
+    assert without.shape == (1, 65) and not without.any()
+    with_wall = map_features(_grid(blocked=[(15, 17, 0, 20)]), STATE, spec)[0]
+    assert with_wall[0] == 1.0
+    patch = with_wall[1:].reshape(8, 8)  # [row = y, column = x], map axes ("world" frame)
+    assert patch[:, -2].min() == 1.0 and patch[:, :3].max() < 1.0  # the wall on +x (x in 15..17), not on -x
+
+
+def test_an_object_frame_patch_turns_with_the_object():
+    spec = PatchSpec(cells=8, half_extent=8.0, frame="object")
+    turned = STATE.copy()
+    turned[4] = math.pi / 2  # the object's +x now points along the map's +y
+    patch = map_features(_grid(blocked=[(0, 20, 15, 17)]), turned, spec)[0, 1:].reshape(8, 8)
+    assert patch[:, -2].min() == 1.0  # the wall at y 15..17 is on the object's +x side
+
+
+def test_answer_with_map_keeps_only_valid_targets_best_first():
+    grid, check = _grid(blocked=[(12.5, 20, 0, 20)]), MapCheck()  # everything east of x = 12.5 is blocked
+    rng = np.random.default_rng(0)
+
+    def draw(n):
+        angles = rng.uniform(0, 2 * np.pi, n)
+        targets = STATE[:2] + 3.0 * np.stack([np.cos(angles), np.sin(angles)], 1)
+        return targets, rng.normal(size=n)
+
+    answer = answer_with_map(draw, grid, STATE, 8, check, oversample=3.0)
+    assert answer.drawn == 24 and 0 < answer.valid < 24 and len(answer.targets) == min(8, answer.valid)
+    assert check.valid(grid, STATE, answer.targets).all()
+    assert (answer.targets[:, 0] < 12.5 - 2.0 + 1e-9).all()  # the disc stays clear of the blocked half
+    assert (np.diff(answer.scores) <= 0).all()
+
+
+def test_poses_face_the_object():
+    targets = np.array([[13.0, 10.0], [10.0, 7.0]])
+    np.testing.assert_allclose(navigate_to.pose_yaws(STATE, targets), [math.pi, math.pi / 2])
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory):
+    root = tiny_navigate_models(tmp_path_factory)
+    svc = serving.PlacementService(root)
+    for role, task, name in (("general", "", "general"), ("specialized", "", "specialized")):
+        path = root / "navigate_to" / f"{name}.safetensors"
+        svc.slots.put((role, "navigate_to", task), load_checkpoint(path))
+    return svc
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    """A real simulated state with the map the simulator node would publish for it."""
+    scene = sim_scene.generate_scene(3, 0)
+    step = scene.steps[0]
+    rect = scene.object_rects[step.object_index]
+    state = np.array([*rect[:2], *rect[2:4], rect[4], 0.0, 3.0, 3.0, 0.0, 1.0])
+    return state, step_map(scene, 0)
+
+
+def test_the_navigate_models_see_the_map(service):
+    general, _ = service.slots.pair("navigate_to", "")
+    spec = navigate_to.spec_of(general)
+    assert spec is not None and general.condition_dim == 10 + spec.feature_dim
+
+
+def test_with_a_map_every_answer_passes_the_map_check(service, simulated):
+    state, grid = simulated
+    # A smaller robot than the simulator's: the tiny test models are poor, and this checks the policy.
+    service.configure({**serving.defaults(), "robot.radius": 1.0})
+    try:
+        answer = service.answer("navigate_to", "", "joint", state, 16, seed=3, grid=grid)
+    finally:
+        service.configure(serving.defaults())
+    assert 1 <= len(answer.proposals) <= 16
+    assert answer.candidates_drawn == 32 and answer.candidates_valid >= len(answer.proposals)
+    assert MapCheck(robot_radius=1.0).valid(grid, state, answer.proposals).all()
+    np.testing.assert_allclose(answer.yaws, navigate_to.pose_yaws(state, answer.proposals))
+    assert (np.diff(answer.scores) <= 0).all()
+
+
+def test_without_a_map_the_same_models_answer(service, simulated):
+    state, _ = simulated
+    answer = service.answer("navigate_to", "", "joint", state, 16, seed=3)
+    assert len(answer.proposals) == 16 and answer.candidates_drawn == 16 and np.isfinite(answer.proposals).all()
+
+
+def test_a_map_where_nothing_fits_is_no_valid_proposal(service, simulated):
+    state, grid = simulated
+    full = OccupancyMap(np.full_like(grid.data, 100), grid.resolution, grid.origin_x, grid.origin_y)
+    with pytest.raises(serving.Refused, match="none of the 32 candidates passed the map check") as refused:
+        service.answer("navigate_to", "", "joint", state, 16, seed=3, grid=full)
+    assert refused.value.result == serving.RESULT_NO_VALID_PROPOSAL
+
+
+def test_a_map_is_checked_with_the_robot_and_thresholds_of_the_settings(service, simulated):
+    state, grid = simulated
+    service.configure({**serving.defaults(), "robot.radius": 9.0})  # a robot as wide as the house fits nowhere
+    try:
+        with pytest.raises(serving.Refused, match="robot.radius 9 m"):
+            service.answer("navigate_to", "", "joint", state, 8, seed=1, grid=grid)
+    finally:
+        service.configure(serving.defaults())
