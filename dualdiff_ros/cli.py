@@ -54,7 +54,13 @@ def _benchmark(args) -> int:
              "sampler.fine_steps": args.sampler_fine_steps}
     overrides = {name: value for name, value in given.items() if value is not None}  # the rest: config/bringup.yaml
     run_service_benchmark(args.model_dir, args.output, requests=args.requests, clients=args.clients,
-                          num_samples=args.num_samples, overrides=overrides, mode=args.mode)
+                          num_samples=args.num_samples, overrides=overrides, mode=args.mode, domain=args.domain)
+    return 0
+
+
+def _reliability(args) -> int:
+    from .evaluation.reliability import run_reliability
+    run_reliability(args.model_dir, args.output, args.requests_per_client, args.kill_rounds)
     return 0
 
 
@@ -119,7 +125,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler-fine-steps", type=int,
                    help="the node's sampler.fine_steps (last levels taken one by one; 0 = even spacing)")
     p.add_argument("--mode", default="joint", choices=["joint", "general", "specialized"], help="request mode")
+    p.add_argument("--domain", default="cabinet", choices=["cabinet", "navigate_to"],
+                   help="navigate_to: a held-out ball state with its 200 x 200 map, checked against it")
     p.set_defaults(func=_benchmark)
+
+    p = sub.add_parser("reliability", help="hostile-client probes, load, small-beside-large latency, kill -9 rounds")
+    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="cabinet and round-table models (make demo)")
+    p.add_argument("--output", default="artifacts/reliability")
+    p.add_argument("--requests-per-client", type=int, default=100)
+    p.add_argument("--kill-rounds", type=int, default=3)
+    p.set_defaults(func=_reliability)
 
     p = sub.add_parser("propose", help="call /dualdiff/propose_placements of running nodes once")
     p.add_argument("--domain", default="cabinet")

@@ -27,9 +27,13 @@ class ProposalClient:
         return self.client.wait_for_service(timeout_sec=timeout)
 
     def propose(self, domain: str, state, num_samples: int, mode: str = "", seed: int = 0, task: str = "",
-                timeout: float = 30.0) -> ProposePlacements.Response:
+                timeout: float = 30.0, grid=None, frame_id: str = "") -> ProposePlacements.Response:
+        """One request; `grid` is a nav_msgs/OccupancyGrid (e.g. from /dualdiff/scene_map or nav2)."""
         request = ProposePlacements.Request(domain=domain, task=task, state=[float(v) for v in state],
                                             num_samples=int(num_samples), mode=mode, seed=int(seed))
+        request.header.frame_id = frame_id
+        if grid is not None:
+            request.map = grid
         done = threading.Event()
         future = self.client.call_async(request)
         future.add_done_callback(lambda _: done.set())

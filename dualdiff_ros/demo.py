@@ -1,8 +1,10 @@
 """`dualdiff demo`: the whole product in one run on a machine without ROS installed.
 
-1. trains the cabinet and round-table models once (reused on the next run),
-2. starts the general-prior, specialized-model and placement-proposal nodes in this process,
-3. calls /dualdiff/propose_placements over DDS as a robot would and prints proposals,
+1. trains the cabinet, round-table and navigate-to models once (reused on the next run),
+2. starts the general-prior, specialized-model, placement-proposal and simulator nodes in this process,
+3. calls /dualdiff/propose_placements over DDS as a robot would and prints proposals; for
+   navigate-to it takes the simulator's map from /dualdiff/scene_map, as a robot takes nav2's,
+   prints the poses it gets back and checks them in PyBullet,
 4. evaluates every mode on held-out conditions through the service, writes a table and plots.
 """
 from __future__ import annotations
@@ -17,6 +19,7 @@ from .domains import get_domain
 from .training_jobs import train_domain
 
 DOMAINS = ("cabinet", "round_table")
+NAVIGATE_TO = "navigate_to"
 MODES = ("general", "specialized", "joint")
 EVAL_CONDITIONS, EVAL_SAMPLES, EVAL_SEED = 100, 10, 2024
 
@@ -26,12 +29,15 @@ def run_demo(model_dir: str, output: str, recipe_name: str = "demo", retrain: bo
     start = time.perf_counter()
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    for domain in DOMAINS:
+    for domain in (*DOMAINS, NAVIGATE_TO):
         train_domain(domain, model_dir, recipe_name, force=retrain)
     trained = time.perf_counter()
-    rows, examples = _serve_and_query(model_dir, output, eval_conditions)
+    rows, examples, navigation = _serve_and_query(model_dir, output, eval_conditions)
     _write(output, rows, examples, eval_conditions)
+    _draw_navigation(output / "navigate_to_poses.png", navigation)
     print(_table(rows))
+    print(f"[demo] navigate_to: {navigation['valid'].sum()} of {len(navigation['valid'])} poses valid in PyBullet "
+          f"({navigation['drawn']} candidates drawn, {navigation['map_valid']} passed the map check)")
     print(f"[demo] trained/reused models in {trained - start:.0f} s; served and evaluated in "
           f"{time.perf_counter() - trained:.0f} s. Wrote {output}/results.md, results.json and *_proposals.png")
     print("[demo] next: `make run` serves these models; then, in another shell: "
@@ -52,8 +58,8 @@ def _serve_and_query(model_dir: str, output: Path, eval_conditions: int):
     try:
         executor, nodes = start_nodes(
             context, default_config(), model_dir,
-            nodes=("general_prior_node", "specialized_model_node", "placement_proposal_node"),
-            overrides={"general_prior_node": {"domains": list(DOMAINS)},
+            nodes=("general_prior_node", "specialized_model_node", "placement_proposal_node", "simulator_node"),
+            overrides={"general_prior_node": {"domains": [*DOMAINS, NAVIGATE_TO]},
                        "specialized_model_node": {"db_path": str(output / "observations.sqlite"),
                                                   "retrain_every": 0}})
         import threading
@@ -67,13 +73,83 @@ def _serve_and_query(model_dir: str, output: Path, eval_conditions: int):
             client.wait_until_ready(domain, [1.0, 2.0, 0.5])
             examples[domain] = _example(client, dom)
             rows += _evaluate(client, dom, eval_conditions)
-        return rows, examples
+        simulator = next(n for n in nodes if n.get_name() == "simulator_node")
+        return rows, examples, _navigate(client, simulator)
     finally:
         if client is not None:
             client.close()
         if executor is not None:
             stop_nodes(executor, nodes)
         rclpy.try_shutdown(context=context)
+
+
+def _navigate(client, simulator, num_poses: int = 8) -> dict:
+    """One held-out navigate-to-ball state: its map from the simulator node's topic, poses from the service."""
+    from nav_msgs.msg import OccupancyGrid
+
+    from . import sim
+    from .nodes.common import SCENE_MAP_TOPIC, latched_qos
+    from .sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
+
+    held = sim.held_out_states(sim.generate(1, sim.ball_task_indices(FULL_SPECIALIZED_TRAIN_TASKS, 2),
+                                            sim.SPECIALIZED_TYPES, name="demo"))
+    state, seed, task, step = held.states[0], int(held.seed[0]), int(held.task_index[0]), int(held.step[0])
+    from rclpy.parameter import Parameter
+
+    # Show that scene, then take its map from the latched topic (depth 1: this scene's), as from nav2.
+    simulator.set_parameters([Parameter("scene_seed", value=seed), Parameter("scene_task", value=task),
+                              Parameter("scene_step", value=step)])
+    maps: list = []
+    client.node.create_subscription(OccupancyGrid, SCENE_MAP_TOPIC, maps.append, latched_qos(1))
+    deadline = time.monotonic() + 20.0
+    while not maps:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no map on {SCENE_MAP_TOPIC}")
+        time.sleep(0.05)
+    grid = maps[-1]
+    client.wait_until_ready(NAVIGATE_TO, state)
+    reply = client.propose(NAVIGATE_TO, state, num_poses, "joint", seed=7, grid=grid, frame_id="map")
+    print(f"[demo] navigate_to ball at ({state[0]:.2f}, {state[1]:.2f}), map {grid.info.width} x "
+          f"{grid.info.height} from {SCENE_MAP_TOPIC}: result {reply.result} {reply.message}")
+    poses = np.array([[p.pose.position.x, p.pose.position.y,
+                       2 * np.arctan2(p.pose.orientation.z, p.pose.orientation.w)] for p in reply.poses]).reshape(-1, 3)
+    for pose, (x, y, yaw), s in list(zip(reply.poses, poses, reply.scores))[:4]:
+        print(f"         pose ({x:6.2f}, {y:6.2f}) yaw {np.degrees(yaw):7.1f} deg in {pose.header.frame_id!r}, "
+              f"score {s:7.3f}")
+    scene = sim.generate_scene(seed, task)
+    with sim.World() as world:
+        world.load(scene)
+        world.set_step(scene.steps[step])
+        valid = world.check_targets(scene.steps[step].object_index, poses[:, :2]) if len(poses) else np.zeros(0, bool)
+    return {"scene": scene, "step": step, "state": state, "poses": poses, "valid": valid,
+            "drawn": reply.candidates_drawn, "map_valid": reply.candidates_valid}
+
+
+def _draw_navigation(path: Path, nav: dict) -> None:
+    """Top-down: the scene and the poses the service returned, and the map patch the denoiser saw."""
+    from matplotlib.figure import Figure
+
+    from . import sim
+    from .navigate_to import PatchSpec, patch
+    from .sim.perception import step_map
+
+    fig = Figure(figsize=(11, 5.2))
+    left, right = fig.subplots(1, 2)
+    scene, step, state = nav["scene"], nav["step"], nav["state"]
+    sim.draw_scene(scene, object_index=scene.steps[step].object_index, proposals=nav["poses"][:, :2],
+                   valid=nav["valid"], absent=scene.steps[step].absent, ax=left,
+                   title="navigate_to: poses from the service (green = valid in PyBullet)")
+    for x, y, yaw in nav["poses"]:
+        left.arrow(x, y, 0.8 * np.cos(yaw), 0.8 * np.sin(yaw), head_width=0.3, color="tab:green")
+    spec = PatchSpec()
+    half = spec.half_extent
+    right.imshow(patch(step_map(scene, step), state, spec), origin="lower", cmap="Greys", vmin=0, vmax=1,
+                 extent=(state[0] - half, state[0] + half, state[1] - half, state[1] + half))
+    right.scatter(*nav["poses"][:, :2].T, s=12, c="tab:green")
+    right.plot(state[0], state[1], "o", color="tab:orange")
+    right.set_title(f"the map patch in the condition ({spec.cells} x {spec.cells}, max-pooled)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def _example(client, dom) -> dict:

@@ -142,14 +142,17 @@ def save_navigation_models(models: dict, model_dir, method: str = "fine_tune", r
     """
     store = ModelStore(model_dir)
     served, other = ("fine_tuned", "scratch") if method == "fine_tune" else ("scratch", "fine_tuned")
+    tasks = {"general": "", "specialized": "", "other": "scratch" if method == "fine_tune" else "fine_tune"}
     paths = {"general": store.general_path(NAVIGATE_TO), "specialized": store.specialized_path(NAVIGATE_TO),
-             "other": store.specialized_path(NAVIGATE_TO, "scratch" if method == "fine_tune" else "fine_tune")}
+             "other": store.specialized_path(NAVIGATE_TO, tasks["other"])}
     versions = {}
     for key, name in (("general", "general"), ("specialized", served), ("other", other)):
         if name not in models:  # a study that ran only some configurations
             continue
         if recipe_name:
             models[name].metadata["recipe"] = recipe_name  # `dualdiff train` reuses checkpoints of its recipe
+        if key != "general":  # the slot the file fills (the placement service checks it); the data's type stays
+            models[name].metadata.update(trained_on_task=models[name].metadata.get("task", ""), task=tasks[key])
         versions[key] = save(models[name], paths[key])
     return versions
 

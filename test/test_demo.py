@@ -14,7 +14,9 @@ def test_demo_runs_end_to_end_and_reuses_its_models(tmp_path, capsys):
     assert all(0 <= r["accuracy"] <= 1 and 0 <= r["coverage"] <= 1 for r in rows)
     for domain in DOMAINS:
         assert (out / f"{domain}_proposals.png").stat().st_size > 10_000
+    assert (out / "navigate_to_poses.png").stat().st_size > 10_000  # scene, poses and the map patch
     printed = capsys.readouterr().out
+    assert "[demo] navigate_to ball at" in printed and "from /dualdiff/scene_map" in printed
     assert "| cabinet | joint |" in printed and "proposal (" in printed
     assert main(["train", "--model-dir", str(models), "--recipe", "quick"]) == 0
     assert printed.count("[train]") > 2 and capsys.readouterr().out.count("reusing") == 2

@@ -366,6 +366,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--patch-half-extent", type=float, default=None, help="map patch half side, m (full: 9)")
     parser.add_argument("--patch-frame", choices=("world", "object"), default=None,
                         help="map patch axes: the map's (default) or turned with the object")
+    parser.add_argument("--map-dropout", type=float, default=None,
+                        help="share of general training rows that see no map (default 0.2)")
     parser.add_argument("--oversample", type=float, default=None,
                         help="candidates drawn per answer wanted when a map is checked (default 2)")
     return parser
@@ -390,6 +392,8 @@ def settings_from_args(args) -> NavigationSettings:
         patch = replace(patch, **{k: v for k, v in (("cells", args.patch_cells), ("frame", args.patch_frame),
                                                      ("half_extent", args.patch_half_extent)) if v is not None})
         recipe_ = replace(recipe_, perception=patch.to_dict())
+    if args.map_dropout is not None:
+        recipe_ = replace(recipe_, map_dropout=args.map_dropout)
     if args.oversample is not None:
         changes["oversample"] = args.oversample
     return replace(settings, recipe=recipe_, **changes)

@@ -3,6 +3,8 @@
 Starts the nodes in this process (as `make run` does), then measures
 - latency p50 / p99 of sequential cabinet requests (joint by default, 32 proposals each),
 - requests per second with `clients` concurrent client nodes.
+With `domain="navigate_to"` each request is a held-out navigate-to-ball state with its map
+(200 x 200 cells at 0.1 m, the simulator's scene), the map check included.
 Writes benchmark.json and benchmark.md to the output folder.
 """
 from __future__ import annotations
@@ -20,8 +22,25 @@ import numpy as np
 DOMAIN, STATE = "cabinet", (1.0, 2.0, 0.5)
 
 
+def navigate_request():
+    """(state, OccupancyGrid message) of one held-out navigate-to-ball state, its map 200 x 200 at 0.1 m."""
+    from builtin_interfaces.msg import Time
+
+    from .. import sim
+    from ..nodes.simulator_node import occupancy_grid
+    from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
+    from ..sim.occupancy import rasterize_scene
+
+    held = sim.held_out_states(sim.generate(1, sim.ball_task_indices(FULL_SPECIALIZED_TRAIN_TASKS, 2),
+                                            sim.SPECIALIZED_TYPES, name="benchmark"))
+    scene = sim.generate_scene(int(held.seed[0]), int(held.task_index[0]))
+    grid = rasterize_scene(scene, 0.1, absent=scene.steps[int(held.step[0])].absent)
+    return [float(v) for v in held.states[0]], occupancy_grid(grid, "map", Time())
+
+
 def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clients: int = 8,
-                          num_samples: int = 32, overrides: dict | None = None, mode: str = "joint") -> dict:
+                          num_samples: int = 32, overrides: dict | None = None, mode: str = "joint",
+                          domain: str = DOMAIN) -> dict:
     import rclpy
     from rclpy.context import Context
 
@@ -32,9 +51,10 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
     rclpy.init(context=context)
     executor, nodes, pool = None, [], []
     try:
+        request = (domain, list(STATE), None) if domain == DOMAIN else ("navigate_to", *navigate_request())
         executor, nodes = start_nodes(context, default_config(), model_dir,
                                       nodes=("general_prior_node", "placement_proposal_node"),
-                                      overrides={"general_prior_node": {"domains": [DOMAIN]},
+                                      overrides={"general_prior_node": {"domains": [domain]},
                                                  "placement_proposal_node": dict(overrides or {})})
         threading.Thread(target=executor.spin, daemon=True).start()
         # One client for the latency phase: the throughput phase's other client nodes, idle but
@@ -43,14 +63,14 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
         pool = [ProposalClient(context, "dualdiff_bench_client_0")]
         if not pool[0].wait_for_service(20.0):
             raise RuntimeError("the placement service did not come up")
-        pool[0].wait_until_ready(DOMAIN, STATE)
+        pool[0].wait_until_ready(request[0], request[1])
         for _ in range(10):  # warm-up: first calls pay for allocation and discovery
-            pool[0].propose(DOMAIN, STATE, num_samples, mode)
-        latencies = _sequential(pool[0], requests, num_samples, mode)
+            _call(pool[0], request, num_samples, mode, 0)
+        latencies = _sequential(pool[0], request, requests, num_samples, mode)
         pool += [ProposalClient(context, f"dualdiff_bench_client_{i}") for i in range(1, clients)]
         for client in pool[1:]:
             client.wait_for_service(20.0)
-        throughput = _concurrent(pool, requests, num_samples, mode)
+        throughput = _concurrent(pool, request, requests, num_samples, mode)
     finally:
         for c in pool:
             c.close()
@@ -60,7 +80,8 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
-        "request": {"domain": DOMAIN, "mode": mode, "num_samples": num_samples},
+        "request": {"domain": domain, "mode": mode, "num_samples": num_samples,
+                    "map": None if request[2] is None else f"{request[2].info.width} x {request[2].info.height}"},
         "sequential_requests": requests,
         "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
                        "mean": float(np.mean(latencies))},
@@ -77,24 +98,30 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
     return result
 
 
-def _sequential(client, requests: int, num_samples: int, mode: str) -> list[float]:
+def _call(client, request: tuple, num_samples: int, mode: str, seed: int):
+    """One request; `request` is (domain, state, map message or None)."""
+    domain, state, grid = request
+    return client.propose(domain, state, num_samples, mode, seed=seed, grid=grid)
+
+
+def _sequential(client, request: tuple, requests: int, num_samples: int, mode: str) -> list[float]:
     latencies = []
     for i in range(requests):
         t0 = time.perf_counter()
-        reply = client.propose(DOMAIN, STATE, num_samples, mode, seed=i + 1)
+        reply = _call(client, request, num_samples, mode, i + 1)
         latencies.append(1e3 * (time.perf_counter() - t0))
         if reply.result != 0:
             raise RuntimeError(f"request failed: {reply.message}")
     return latencies
 
 
-def _concurrent(pool, requests: int, num_samples: int, mode: str) -> float:
+def _concurrent(pool, request: tuple, requests: int, num_samples: int, mode: str) -> float:
     per_client = max(1, requests // len(pool))
     failures = []
 
     def work(client, offset):
         for i in range(per_client):
-            if client.propose(DOMAIN, STATE, num_samples, mode, seed=offset + i + 1).result != 0:
+            if _call(client, request, num_samples, mode, offset + i + 1).result != 0:
                 failures.append(offset + i)
 
     threads = [threading.Thread(target=work, args=(c, k * per_client)) for k, c in enumerate(pool)]

@@ -175,3 +175,16 @@ def check_domain_and_task(domain: str, task: str) -> str | None:
     except ValueError as err:
         return str(err)
     return None
+
+
+def call_sync(client, request, timeout: float = 10.0):
+    """Call a service from a thread that is not spinning the client's node; the reply, or TimeoutError."""
+    import threading
+
+    done = threading.Event()
+    future = client.call_async(request)
+    future.add_done_callback(lambda _: done.set())
+    if not done.wait(timeout):
+        client.remove_pending_request(future)
+        raise TimeoutError(f"{client.srv_name} did not answer within {timeout} s")
+    return future.result()
