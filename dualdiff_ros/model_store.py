@@ -77,7 +77,7 @@ class Recipe:
     # Navigate-to: the map patch in the condition (navigate_to.PatchSpec as a dict; {} = state only),
     # and the share of training rows that see "no map" instead, so requests without a map work too.
     perception: dict = field(default_factory=dict)
-    map_dropout: float = 0.2
+    map_dropout: float = 0.5
 
 
 def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,

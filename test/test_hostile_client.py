@@ -242,3 +242,23 @@ def test_many_clients_at_once_all_get_answers(robot):
         t.join(timeout=120)
     assert len(results) == 200
     assert all(code == (P.RESULT_INVALID_REQUEST if bad else P.RESULT_OK) for bad, code in results)
+
+
+def test_a_set_parameters_call_is_applied_all_or_none(robot):
+    """The plain SetParameters service (as `ros2 param load` uses it): a contradicting pair lands not at all."""
+    from rcl_interfaces.srv import SetParameters
+
+    client = robot.probe.create_client(SetParameters, "/placement_proposal_node/set_parameters")
+    assert client.wait_for_service(timeout_sec=TIMEOUT)
+    request = SetParameters.Request(parameters=[Parameter("sampler.steps", value=5).to_parameter_msg(),
+                                                Parameter("sampler.fine_steps", value=20).to_parameter_msg(),
+                                                Parameter("max_samples", value=100).to_parameter_msg()])
+    reply = call(client, request)
+    assert len(reply.results) == 3 and not any(r.successful for r in reply.results)
+    assert "fine_steps" in reply.results[0].reason
+    assert [robot.proposer.get_parameter(n).value for n in ("sampler.steps", "sampler.fine_steps", "max_samples")] \
+        == [30, 10, 256]
+    good = SetParameters.Request(parameters=[Parameter("sampler.steps", value=20).to_parameter_msg(),
+                                             Parameter("sampler.fine_steps", value=5).to_parameter_msg()])
+    assert all(r.successful for r in call(client, good).results)
+    assert robot.proposer.get_parameter("sampler.steps").value == 20

@@ -367,7 +367,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--patch-frame", choices=("world", "object"), default=None,
                         help="map patch axes: the map's (default) or turned with the object")
     parser.add_argument("--map-dropout", type=float, default=None,
-                        help="share of general training rows that see no map (default 0.2)")
+                        help="share of general training rows that see no map (default 0.5)")
     parser.add_argument("--oversample", type=float, default=None,
                         help="candidates drawn per answer wanted when a map is checked (default 2)")
     return parser

@@ -145,7 +145,14 @@ def _kill_rounds(model_dir: Path, work: Path, rounds: int, seconds: float) -> li
                  "--ros-args",
                  "-p", f"model_dir:={model_dir}", "-p", f"db_path:={db}", "-p", "retrain_every:=0"],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            if not client.wait_for_service(timeout_sec=30.0):
+            # Discovery may still list the killed node's service: wait for a real answer of the new one.
+            deadline, up = time.monotonic() + 60.0, False
+            while not up and time.monotonic() < deadline and child.poll() is None:
+                try:
+                    up = call_sync(client, RecordObservation.Request(domain="?"), timeout=2.0).result != 0
+                except TimeoutError:
+                    pass
+            if not up:
                 child.kill()
                 raise RuntimeError("the specialized node did not come up")
             acked: list[int] = []

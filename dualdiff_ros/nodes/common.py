@@ -188,3 +188,29 @@ def call_sync(client, request, timeout: float = 10.0):
         client.remove_pending_request(future)
         raise TimeoutError(f"{client.srv_name} did not answer within {timeout} s")
     return future.result()
+
+
+def all_or_none_parameters(node) -> None:
+    """Serve the node's parameter services with SetParameters applied all or none.
+
+    ROS applies a SetParameters request one value at a time, so settings that depend on each
+    other (sampler.steps with sampler.fine_steps) could land half. Here the whole request is one
+    atomic set: every value is applied, or none, and each result carries the reason. Call it
+    from a node created with `start_parameter_services=False`.
+    """
+    from rcl_interfaces.msg import SetParametersResult
+    from rclpy.exceptions import ParameterNotDeclaredException
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_service import ParameterService
+
+    class AllOrNone(ParameterService):
+        def _set_parameters_callback(self, request, response):
+            params = [Parameter.from_parameter_msg(p) for p in request.parameters]
+            try:
+                result = self._get_node().set_parameters_atomically(params)
+            except ParameterNotDeclaredException as err:
+                result = SetParametersResult(successful=False, reason=str(err))
+            response.results = [result for _ in params]
+            return response
+
+    node._parameter_service = AllOrNone(node)

@@ -15,14 +15,24 @@ from std_srvs.srv import Trigger
 
 from ..diffusion.checkpoint import CheckpointError, load_checkpoint, read_header
 from ..model_store import ModelStore
-from .common import MODEL_INFO_TOPIC, TRAIN_HINT, check_domains, declare, latched_qos, model_info, spin_node
+from .common import (
+    MODEL_INFO_TOPIC,
+    TRAIN_HINT,
+    all_or_none_parameters,
+    check_domains,
+    declare,
+    latched_qos,
+    model_info,
+    spin_node,
+)
 
 NODE_NAME = "general_prior_node"
 
 
 class GeneralPriorNode(Node):
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
+        super().__init__(NODE_NAME, start_parameter_services=False, **kwargs)
+        all_or_none_parameters(self)
         declare(self, "model_dir", "~/.dualdiff/models",
                 "Folder of the ModelStore: <model_dir>/<domain>/general.safetensors.")
         declare(self, "domains", ["cabinet", "round_table"], "Domains whose general prior is announced.")

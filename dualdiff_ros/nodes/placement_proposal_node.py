@@ -34,6 +34,7 @@ from .common import (
     MODEL_INFO_TOPIC,
     PROPOSAL_MARKERS_TOPIC,
     PROPOSE_SERVICE,
+    all_or_none_parameters,
     declare,
     declare_settings,
     latched_qos,
@@ -56,7 +57,8 @@ class Stats:
 
 class PlacementProposalNode(Node):
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
+        super().__init__(NODE_NAME, start_parameter_services=False, **kwargs)
+        all_or_none_parameters(self)
         declare(self, "model_dir", "~/.dualdiff/models",
                 "ModelStore folder scanned at start; later models arrive on /dualdiff/model_info "
                 "(only files under this folder are accepted).", read_only=True)

@@ -29,7 +29,16 @@ from ..diffusion.proposer import MODES
 from ..model_store import ModelStore
 from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
 from ..sim.perception import step_map
-from .common import SCENE_MAP_TOPIC, SCENE_MARKERS_TOPIC, TRAIN_HINT, declare, declare_settings, latched_qos, spin_node
+from .common import (
+    SCENE_MAP_TOPIC,
+    SCENE_MARKERS_TOPIC,
+    TRAIN_HINT,
+    all_or_none_parameters,
+    declare,
+    declare_settings,
+    latched_qos,
+    spin_node,
+)
 
 NODE_NAME = "simulator_node"
 DOMAIN = "navigate_to"
@@ -39,7 +48,8 @@ HELD_OUT_SEED = 1  # the specialized (ball) data's seed; held-out tasks follow i
 
 class SimulatorNode(Node):
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
+        super().__init__(NODE_NAME, start_parameter_services=False, **kwargs)
+        all_or_none_parameters(self)
         declare(self, "model_dir", "~/.dualdiff/models", "ModelStore folder with the navigate_to models.")
         declare(self, "data_dir", "~/.dualdiff/data", "Where generated datasets go when no path is given.")
         declare(self, "held_out_path", "", "Saved NavigateData (.npz) of held-out states to evaluate on; "

@@ -33,6 +33,7 @@ from .common import (
     TRAIN_HINT,
     TRAIN_SERVICE,
     TRAINING_PROGRESS_TOPIC,
+    all_or_none_parameters,
     check_choices,
     check_domain_and_task,
     check_vector,
@@ -62,7 +63,8 @@ class Job:
 
 class SpecializedModelNode(Node):
     def __init__(self, **kwargs):
-        super().__init__(NODE_NAME, **kwargs)
+        super().__init__(NODE_NAME, start_parameter_services=False, **kwargs)
+        all_or_none_parameters(self)
         self._declare_parameters()
         self.models = ModelStore(self.get_parameter("model_dir").value)
         self.store = ObservationStore(self.get_parameter("db_path").value)
