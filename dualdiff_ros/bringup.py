@@ -9,8 +9,10 @@ SIGINT / SIGTERM stop it cleanly (exit code 0).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
+import threading
 from pathlib import Path
 
 import rclpy
@@ -101,6 +103,25 @@ def start_nodes(context=None, config: str | Path | None = None, model_dir: str |
         executor.shutdown()
         raise
     return executor, started
+
+
+@contextlib.contextmanager
+def running_nodes(model_dir, nodes, overrides: dict[str, dict] | None = None):
+    """Nodes spinning in this process on a private context, for the demo, benchmarks and probes.
+
+    Yields (context, nodes); on exit the nodes are stopped and the context shut down.
+    """
+    context = rclpy.context.Context()
+    rclpy.init(context=context)
+    executor, started = None, []
+    try:
+        executor, started = start_nodes(context, default_config(), model_dir, nodes=nodes, overrides=overrides)
+        threading.Thread(target=executor.spin, daemon=True).start()
+        yield context, started
+    finally:
+        if executor is not None:
+            stop_nodes(executor, started)
+        rclpy.try_shutdown(context=context)
 
 
 def main(argv=None) -> int:

@@ -46,41 +46,27 @@ def run_demo(model_dir: str, output: str, recipe_name: str = "demo", retrain: bo
 
 
 def _serve_and_query(model_dir: str, output: Path, eval_conditions: int):
-    import rclpy
-    from rclpy.context import Context
-
-    from .bringup import default_config, start_nodes, stop_nodes
+    from .bringup import running_nodes
     from .client import ProposalClient
 
-    context = Context()
-    rclpy.init(context=context)
-    executor, nodes, client = None, [], None
-    try:
-        executor, nodes = start_nodes(
-            context, default_config(), model_dir,
-            nodes=("general_prior_node", "specialized_model_node", "placement_proposal_node", "simulator_node"),
-            overrides={"general_prior_node": {"domains": [*DOMAINS, NAVIGATE_TO]},
-                       "specialized_model_node": {"db_path": str(output / "observations.sqlite"),
-                                                  "retrain_every": 0}})
-        import threading
-        threading.Thread(target=executor.spin, daemon=True).start()
+    nodes = ("general_prior_node", "specialized_model_node", "placement_proposal_node", "simulator_node")
+    overrides = {"general_prior_node": {"domains": [*DOMAINS, NAVIGATE_TO]},
+                 "specialized_model_node": {"db_path": str(output / "observations.sqlite"), "retrain_every": 0}}
+    with running_nodes(model_dir, nodes, overrides) as (context, started):
         client = ProposalClient(context, "dualdiff_demo_client")
-        if not client.wait_for_service(20.0):
-            raise RuntimeError("the placement service did not come up")
-        rows, examples = [], {}
-        for domain in DOMAINS:
-            dom = get_domain(domain)
-            client.wait_until_ready(domain, [1.0, 2.0, 0.5])
-            examples[domain] = _example(client, dom)
-            rows += _evaluate(client, dom, eval_conditions)
-        simulator = next(n for n in nodes if n.get_name() == "simulator_node")
-        return rows, examples, _navigate(client, simulator)
-    finally:
-        if client is not None:
+        try:
+            if not client.wait_for_service(20.0):
+                raise RuntimeError("the placement service did not come up")
+            rows, examples = [], {}
+            for domain in DOMAINS:
+                dom = get_domain(domain)
+                client.wait_until_ready(domain, [1.0, 2.0, 0.5])
+                examples[domain] = _example(client, dom)
+                rows += _evaluate(client, dom, eval_conditions)
+            simulator = next(n for n in started if n.get_name() == "simulator_node")
+            return rows, examples, _navigate(client, simulator)
+        finally:
             client.close()
-        if executor is not None:
-            stop_nodes(executor, nodes)
-        rclpy.try_shutdown(context=context)
 
 
 def _navigate(client, simulator, num_poses: int = 8) -> dict:

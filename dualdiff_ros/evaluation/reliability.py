@@ -183,49 +183,39 @@ def _kill_rounds(model_dir: Path, work: Path, rounds: int, seconds: float) -> li
 
 def run_reliability(model_dir: str, output: str, per_client: int = 100, kill_rounds: int = 3,
                     kill_after: float = 4.0, small_seconds: float = 10.0) -> dict:
-    import rclpy
     from dualdiff_interfaces.msg import ModelInfo
     from dualdiff_interfaces.srv import RecordObservation
-    from rclpy.context import Context
 
     from .. import serving
-    from ..bringup import default_config, start_nodes, stop_nodes
+    from ..bringup import running_nodes
     from ..client import ProposalClient
     from ..nodes.common import MODEL_INFO_TOPIC, latched_qos
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)
     model_dir = Path(model_dir).expanduser()
-    context = Context()
-    rclpy.init(context=context)
-    executor, nodes, pool = None, [], []
-    try:
-        executor, nodes = start_nodes(
-            context, default_config(), str(model_dir),
-            nodes=("specialized_model_node", "placement_proposal_node"),
-            overrides={"specialized_model_node": {"db_path": str(out / "probes.sqlite"), "retrain_every": 0}})
-        threading.Thread(target=executor.spin, daemon=True).start()
+    nodes = ("specialized_model_node", "placement_proposal_node")
+    overrides = {"specialized_model_node": {"db_path": str(out / "probes.sqlite"), "retrain_every": 0}}
+    with running_nodes(str(model_dir), nodes, overrides) as (context, started):
         pool = [ProposalClient(context, f"dualdiff_reliability_{i}") for i in range(8)]
-        for c in pool:
-            c.wait_for_service(20.0)
-        pool[0].wait_until_ready(DOMAIN, STATE)
-        record = pool[0].node.create_client(RecordObservation, "/specialized_model_node/record_observation")
-        record.wait_for_service(timeout_sec=20.0)
-        announce = pool[0].node.create_publisher(ModelInfo, MODEL_INFO_TOPIC, latched_qos())
-        probes = _probes(pool[0], record, announce, model_dir)
-        load = _load(pool, per_client)
-        proposer = next(n for n in nodes if n.get_name() == "placement_proposal_node")
-        budget = proposer.get_parameter("budget.max_sample_passes").value
-        schedule = proposer.service.slots.pair(DOMAIN, "")[0].schedule
-        largest = min(proposer.get_parameter("max_samples").value,
-                      budget // proposer.service.proposer.passes_per_sample(schedule, "joint"))
-        beside = _small_beside_large(pool[1], pool[2], small_seconds, int(largest))
-    finally:
-        for c in pool:
-            c.close()
-        if executor is not None:
-            stop_nodes(executor, nodes)
-        rclpy.try_shutdown(context=context)
+        try:
+            for c in pool:
+                c.wait_for_service(20.0)
+            pool[0].wait_until_ready(DOMAIN, STATE)
+            record = pool[0].node.create_client(RecordObservation, "/specialized_model_node/record_observation")
+            record.wait_for_service(timeout_sec=20.0)
+            announce = pool[0].node.create_publisher(ModelInfo, MODEL_INFO_TOPIC, latched_qos())
+            probes = _probes(pool[0], record, announce, model_dir)
+            load = _load(pool, per_client)
+            proposer = next(n for n in started if n.get_name() == "placement_proposal_node")
+            budget = proposer.get_parameter("budget.max_sample_passes").value
+            schedule = proposer.service.slots.pair(DOMAIN, "")[0].schedule
+            largest = min(proposer.get_parameter("max_samples").value,
+                          budget // proposer.service.proposer.passes_per_sample(schedule, "joint"))
+            beside = _small_beside_large(pool[1], pool[2], small_seconds, int(largest))
+        finally:
+            for c in pool:
+                c.close()
     kills = _kill_rounds(model_dir, out, kill_rounds, kill_after)
     result = {"date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
               "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

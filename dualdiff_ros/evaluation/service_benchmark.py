@@ -41,42 +41,30 @@ def navigate_request():
 def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clients: int = 8,
                           num_samples: int = 32, overrides: dict | None = None, mode: str = "joint",
                           domain: str = DOMAIN) -> dict:
-    import rclpy
-    from rclpy.context import Context
-
-    from ..bringup import default_config, start_nodes, stop_nodes
+    from ..bringup import running_nodes
     from ..client import ProposalClient
 
-    context = Context()
-    rclpy.init(context=context)
-    executor, nodes, pool = None, [], []
-    try:
-        request = (domain, list(STATE), None) if domain == DOMAIN else ("navigate_to", *navigate_request())
-        executor, nodes = start_nodes(context, default_config(), model_dir,
-                                      nodes=("general_prior_node", "placement_proposal_node"),
-                                      overrides={"general_prior_node": {"domains": [domain]},
-                                                 "placement_proposal_node": dict(overrides or {})})
-        threading.Thread(target=executor.spin, daemon=True).start()
+    request = (domain, list(STATE), None) if domain == DOMAIN else ("navigate_to", *navigate_request())
+    overrides = {"general_prior_node": {"domains": [domain]}, "placement_proposal_node": dict(overrides or {})}
+    with running_nodes(model_dir, ("general_prior_node", "placement_proposal_node"), overrides) as (context, _):
         # One client for the latency phase: the throughput phase's other client nodes, idle but
         # spinning in this process, would otherwise compete with the service for the GIL (+2-4 ms),
         # which a robot's clients in their own processes do not.
         pool = [ProposalClient(context, "dualdiff_bench_client_0")]
-        if not pool[0].wait_for_service(20.0):
-            raise RuntimeError("the placement service did not come up")
-        pool[0].wait_until_ready(request[0], request[1])
-        for _ in range(10):  # warm-up: first calls pay for allocation and discovery
-            _call(pool[0], request, num_samples, mode, 0)
-        latencies = _sequential(pool[0], request, requests, num_samples, mode)
-        pool += [ProposalClient(context, f"dualdiff_bench_client_{i}") for i in range(1, clients)]
-        for client in pool[1:]:
-            client.wait_for_service(20.0)
-        throughput = _concurrent(pool, request, requests, num_samples, mode)
-    finally:
-        for c in pool:
-            c.close()
-        if executor is not None:
-            stop_nodes(executor, nodes)
-        rclpy.try_shutdown(context=context)
+        try:
+            if not pool[0].wait_for_service(20.0):
+                raise RuntimeError("the placement service did not come up")
+            pool[0].wait_until_ready(request[0], request[1])
+            for _ in range(10):  # warm-up: first calls pay for allocation and discovery
+                _call(pool[0], request, num_samples, mode, 0)
+            latencies = _sequential(pool[0], request, requests, num_samples, mode)
+            pool += [ProposalClient(context, f"dualdiff_bench_client_{i}") for i in range(1, clients)]
+            for client in pool[1:]:
+                client.wait_for_service(20.0)
+            throughput = _concurrent(pool, request, requests, num_samples, mode)
+        finally:
+            for c in pool:
+                c.close()
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",

@@ -61,6 +61,26 @@ def declare_settings(node, settings: tuple[Setting, ...]) -> None:
                 choices=s.choices, read_only=s.read_only)
 
 
+def settings_values(node, settings, changes=()) -> dict:
+    """The node's current values of `settings` (serving.Setting), with `changes` (Parameters) applied."""
+    values = {s.name: node.get_parameter(s.name).value for s in settings}
+    values.update({p.name: p.value for p in changes if p.name in values})
+    return values
+
+
+def check_sampling_settings(node, settings, params):
+    """An on-set-parameters result: refused unless the sampling settings, changed by `params`, make a Proposer."""
+    from rcl_interfaces.msg import SetParametersResult
+
+    from ..serving import proposer_from
+
+    try:
+        proposer_from(settings_values(node, settings, params))
+    except ValueError as err:
+        return SetParametersResult(successful=False, reason=str(err))
+    return SetParametersResult(successful=True)
+
+
 def check_choice(name: str, value, choices) -> str | None:
     """None when `value` is allowed, else the reason (for an on-set-parameters callback)."""
     return None if value in choices else f"{name}={value!r}: use one of {', '.join(map(repr, choices))}"

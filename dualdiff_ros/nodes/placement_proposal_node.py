@@ -19,7 +19,6 @@ from dualdiff_interfaces.msg import ModelInfo
 from dualdiff_interfaces.srv import ProposePlacements
 from geometry_msgs.msg import Point, PoseStamped, Quaternion
 from nav_msgs.msg import OccupancyGrid
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
@@ -35,9 +34,11 @@ from .common import (
     PROPOSAL_MARKERS_TOPIC,
     PROPOSE_SERVICE,
     all_or_none_parameters,
+    check_sampling_settings,
     declare,
     declare_settings,
     latched_qos,
+    settings_values,
     specialized_checkpoints,
     spin_node,
 )
@@ -66,10 +67,11 @@ class PlacementProposalNode(Node):
         declare(self, "frame_id", "map", "Frame of state, map and poses when a request's header leaves frame_id empty.")
         declare(self, "marker_frame", "", "frame_id of the proposal markers; empty = the request's frame.")
         declare(self, "marker_scale", 0.1, "Diameter of a proposal sphere, metres.", float_range=(0.001, 10.0))
-        self.service = serving.PlacementService(self.get_parameter("model_dir").value, self._settings())
+        self.service = serving.PlacementService(self.get_parameter("model_dir").value,
+                                                settings_values(self, serving.SETTINGS))
         self.models = self.service.slots
         self.stats = Stats()
-        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_on_set_parameters_callback(lambda params: check_sampling_settings(self, serving.SETTINGS, params))
         self.add_post_set_parameters_callback(self._parameters_changed)
 
         # Inference on one thread (torch models are not thread-safe); loading and health elsewhere.
@@ -86,22 +88,10 @@ class PlacementProposalNode(Node):
         self.create_timer(1.0, self._publish_diagnostics, callback_group=self._health_group)
 
     # ---- parameters -------------------------------------------------------------------------
-    def _settings(self, changes=()) -> dict:
-        values = {s.name: self.get_parameter(s.name).value for s in serving.SETTINGS}
-        values.update({p.name: p.value for p in changes if p.name in values})
-        return values
-
-    def _check_parameters(self, params) -> SetParametersResult:
-        try:
-            serving.proposer_from(self._settings(params))
-        except ValueError as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        return SetParametersResult(successful=True)
-
     def _parameters_changed(self, params) -> None:
         names = {s.name for s in serving.SETTINGS}
         if any(p.name in names for p in params):
-            self.service.configure(self._settings())
+            self.service.configure(settings_values(self, serving.SETTINGS))
             self.get_logger().info("settings changed: " + ", ".join(f"{p.name}={p.value}" for p in params))
 
     # ---- models ------------------------------------------------------------------------------

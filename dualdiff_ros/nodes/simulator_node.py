@@ -17,7 +17,6 @@ import numpy as np
 from dualdiff_interfaces.srv import EvaluateProposals, GenerateDataset
 from geometry_msgs.msg import Quaternion
 from nav_msgs.msg import OccupancyGrid
-from rcl_interfaces.msg import SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
@@ -34,9 +33,11 @@ from .common import (
     SCENE_MARKERS_TOPIC,
     TRAIN_HINT,
     all_or_none_parameters,
+    check_sampling_settings,
     declare,
     declare_settings,
     latched_qos,
+    settings_values,
     spin_node,
 )
 
@@ -69,21 +70,10 @@ class SimulatorNode(Node):
         self.create_service(EvaluateProposals, "~/evaluate_proposals", self._on_evaluate, callback_group=work)
         self.scene_publisher = self.create_publisher(MarkerArray, SCENE_MARKERS_TOPIC, latched_qos(1))
         self.map_publisher = self.create_publisher(OccupancyGrid, SCENE_MAP_TOPIC, latched_qos(1))
-        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_on_set_parameters_callback(
+            lambda params: check_sampling_settings(self, serving.SAMPLING_SETTINGS, params))
         self.add_post_set_parameters_callback(self._parameters_changed)
         self.publish_scene()
-
-    def _sampling_settings(self, changes=()) -> dict:
-        values = {s.name: self.get_parameter(s.name).value for s in serving.SAMPLING_SETTINGS}
-        values.update({p.name: p.value for p in changes if p.name in values})
-        return values
-
-    def _check_parameters(self, params) -> SetParametersResult:
-        try:
-            serving.proposer_from(self._sampling_settings(params))
-        except ValueError as err:
-            return SetParametersResult(successful=False, reason=str(err))
-        return SetParametersResult(successful=True)
 
     def _parameters_changed(self, params) -> None:
         if any(p.name in ("scene_seed", "scene_task", "scene_step", "marker_frame") for p in params):
@@ -174,7 +164,7 @@ class SimulatorNode(Node):
             raise CheckpointError(f"{store.general_path(DOMAIN)} does not exist; {TRAIN_HINT}")
         general = store.load_general(DOMAIN) if mode != "specialized" else None
         specialized = store.load_specialized(DOMAIN, task) if mode != "general" else None
-        proposer = serving.proposer_from(self._sampling_settings())
+        proposer = serving.proposer_from(settings_values(self, serving.SAMPLING_SETTINGS))
 
         def propose(states, k, rng):
             return np.stack([proposer.propose(general, specialized, s, k, mode,
