@@ -116,6 +116,9 @@ SERVICE_SETTINGS = (
             "section 4).", float_range=(0.0, 5.0)),
     Setting("map.oversample", 2.0, "navigate_to with a map: candidates drawn per proposal asked for, in one "
             "batch, before the map check keeps the best valid ones.", float_range=(1.0, 4.0)),
+    Setting("map.ring_search", 4, "navigate_to with a map: when fewer sampled candidates pass than were asked "
+            "for, check this many times num_samples candidates of a uniform ring around the object too and "
+            "return the valid ones after the model's (0 = off).", int_range=(0, 64)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
             "simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
@@ -312,12 +315,16 @@ class PlacementService:
         else:
             check = map_check_from(values)
             checked = navigate_to.answer_with_map(draw, grid, state, num_samples, check,
-                                                  float(values["map.oversample"]))
+                                                  float(values["map.oversample"]), int(values["map.ring_search"]),
+                                                  seed)
             if checked.valid == 0:
                 raise Refused(RESULT_NO_VALID_PROPOSAL, f"none of the {checked.drawn} candidates passed the map "
                               f"check ({check.describe()}): the object may be unreachable on this map; check the "
                               "map and the object's pose, or ask again with another seed")
-            targets, scores, valid = checked.targets, checked.scores, checked.valid
+            targets, scores, valid, drawn = checked.targets, checked.scores, checked.valid, checked.drawn
+            if checked.searched:
+                notes.append(f"the model's {drawn - checked.searched} candidates gave fewer than {num_samples} valid "
+                             f"poses: a ring search of {checked.searched} added the rest (ranked last)")
         result = runs[-1]
         if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
             raise Refused(RESULT_INTERNAL_ERROR, f"the {result.mode_used} model gave non-finite proposals for this "

@@ -118,7 +118,7 @@ def test_without_a_map_the_same_models_answer(service, simulated):
 def test_a_map_where_nothing_fits_is_no_valid_proposal(service, simulated):
     state, grid = simulated
     full = OccupancyMap(np.full_like(grid.data, 100), grid.resolution, grid.origin_x, grid.origin_y)
-    with pytest.raises(serving.Refused, match="none of the 32 candidates passed the map check") as refused:
+    with pytest.raises(serving.Refused, match="none of the 96 candidates passed the map check") as refused:
         service.answer("navigate_to", "", "joint", state, 16, seed=3, grid=full)
     assert refused.value.result == serving.RESULT_NO_VALID_PROPOSAL
 
@@ -131,3 +131,16 @@ def test_a_map_is_checked_with_the_robot_and_thresholds_of_the_settings(service,
             service.answer("navigate_to", "", "joint", state, 8, seed=1, grid=grid)
     finally:
         service.configure(serving.defaults())
+
+
+def test_a_ring_search_fills_in_when_the_model_finds_too_few():
+    grid, check = _grid(), MapCheck()
+
+    def draw(n):  # a model that proposes only blocked places: on the object itself
+        return np.repeat(STATE[None, :2], n, axis=0), np.zeros(n)
+
+    nothing = answer_with_map(draw, grid, STATE, 4, check, oversample=2.0, ring_search=0)
+    assert nothing.valid == 0 and len(nothing.targets) == 0
+    filled = answer_with_map(draw, grid, STATE, 4, check, oversample=2.0, ring_search=4, seed=1)
+    assert filled.searched == 16 and filled.drawn == 8 + 16 and len(filled.targets) == 4
+    assert check.valid(grid, STATE, filled.targets).all() and (filled.scores < 0).all()

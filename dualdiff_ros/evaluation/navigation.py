@@ -67,6 +67,7 @@ class NavigationSettings:
     configurations: tuple = CONFIGURATIONS   # which rows to run; only the models they need are trained
     map_check: MapCheck = field(default_factory=MapCheck)  # the placement service's defaults
     oversample: float = 2.0                               # candidates drawn per answer wanted, with a map
+    ring_search: int = 4                                  # the service's map.ring_search
 
     @classmethod
     def quick(cls, **overrides) -> "NavigationSettings":
@@ -146,7 +147,8 @@ def checked_answers(spec, models: dict, held_out, perception: Perception, settin
             return out.targets, out.scores
         start = time.perf_counter()
         answer = answer_with_map(draw, perception.grid(state), state, settings.samples_per_state,
-                                 settings.map_check, settings.oversample)
+                                 settings.map_check, settings.oversample, settings.ring_search if spec[0] != "ring"
+                                 else 0, seed + i)
         seconds += time.perf_counter() - start
         answers.append(answer.targets)
         drawn.append(answer.drawn)
