@@ -117,5 +117,6 @@ def test_a_map_where_nothing_fits_says_how_many_were_drawn(served, scene):
     state, grid = scene
     full = OccupancyMap(np.full_like(grid.data, 100), grid.resolution, grid.origin_x, grid.origin_y)
     reply = call(client, _request(state, _bad(full)))
-    assert reply.result == Response.RESULT_NO_VALID_PROPOSAL and "none of the 48 candidates" in reply.message  # 16 sampled, 32 of the ring search
+    # 16 sampled, then 32 of the ring search
+    assert reply.result == Response.RESULT_NO_VALID_PROPOSAL and "none of the 48 candidates" in reply.message
     assert not reply.poses
