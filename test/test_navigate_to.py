@@ -103,7 +103,8 @@ def test_with_a_map_every_answer_passes_the_map_check(service, simulated):
     finally:
         service.configure(serving.defaults())
     assert 1 <= len(answer.proposals) <= 16
-    assert answer.candidates_drawn == 32 and answer.candidates_valid >= len(answer.proposals)
+    searched = "ring search" in answer.message  # the tiny models may find too few: 4 x 16 ring candidates more
+    assert answer.candidates_drawn == 32 + 64 * searched and answer.candidates_valid >= len(answer.proposals)
     assert MapCheck(robot_radius=1.0).valid(grid, state, answer.proposals).all()
     np.testing.assert_allclose(answer.yaws, navigate_to.pose_yaws(state, answer.proposals))
     assert (np.diff(answer.scores) <= 0).all()

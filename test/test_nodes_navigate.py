@@ -61,7 +61,8 @@ def test_a_map_from_the_simulator_topic_gives_poses_nav2_can_take(served, scene,
     reply = call(client, _request(state, msg))
     assert reply.result == Response.RESULT_OK, reply.message
     assert 1 <= len(reply.poses) == len(reply.proposals) <= 8
-    assert reply.candidates_drawn == 16 and reply.candidates_valid >= len(reply.poses)
+    searched = "ring search" in reply.message  # the tiny models may find too few: 4 x 8 ring candidates more
+    assert reply.candidates_drawn == 16 + 32 * searched and reply.candidates_valid >= len(reply.poses)
     targets = np.array([[p.x, p.y] for p in reply.proposals])
     assert MapCheck(robot_radius=1.0).valid(grid, np.array(state), targets).all()
     for pose, point in zip(reply.poses, reply.proposals):
