@@ -338,7 +338,7 @@ def validity_bars(summary: list[dict], path: Path) -> None:
                            (axes[1], "samples_to_first_valid", "samples until first valid")):
         mean = [e[key][0] for e in summary]
         sd = [e[key][1] for e in summary]
-        colors = ["0.6" if n == "ring" else "tab:blue" for n in names]
+        colors = ["0.6" if n.startswith("ring") else "tab:blue" for n in names]
         ax.bar(range(len(names)), mean, yerr=sd, color=colors, capsize=3)
         ax.set_xticks(range(len(names)), names, rotation=40, ha="right", fontsize=8)
         ax.set_ylabel(label)

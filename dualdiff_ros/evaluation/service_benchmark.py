@@ -33,9 +33,10 @@ def navigate_request():
 
     held = sim.held_out_states(sim.generate(1, sim.ball_task_indices(FULL_SPECIALIZED_TRAIN_TASKS, 2),
                                             sim.SPECIALIZED_TYPES, name="benchmark"))
-    scene = sim.generate_scene(int(held.seed[0]), int(held.task_index[0]))
-    grid = rasterize_scene(scene, 0.1, absent=scene.steps[int(held.step[0])].absent)
-    return [float(v) for v in held.states[0]], occupancy_grid(grid, "map", Time())
+    i = int(np.argmax([len(r) for r in held.reference]))  # an ordinary state: many recorded valid targets
+    scene = sim.generate_scene(int(held.seed[i]), int(held.task_index[i]))
+    grid = rasterize_scene(scene, 0.1, absent=scene.steps[int(held.step[i])].absent)
+    return [float(v) for v in held.states[i]], occupancy_grid(grid, "map", Time())
 
 
 def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clients: int = 8,
