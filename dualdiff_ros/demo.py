@@ -129,11 +129,12 @@ def _draw_navigation(path: Path, nav: dict) -> None:
         left.arrow(x, y, 0.8 * np.cos(yaw), 0.8 * np.sin(yaw), head_width=0.3, color="tab:green")
     spec = PatchSpec()
     half = spec.half_extent
-    right.imshow(patch(step_map(scene, step), state, spec), origin="lower", cmap="Greys", vmin=0, vmax=1,
+    cmap = "Greys_r" if spec.features == "clearance" else "Greys"  # obstacles dark either way
+    right.imshow(patch(step_map(scene, step), state, spec), origin="lower", cmap=cmap, vmin=0, vmax=1,
                  extent=(state[0] - half, state[0] + half, state[1] - half, state[1] + half))
     right.scatter(*nav["poses"][:, :2].T, s=12, c="tab:green")
     right.plot(state[0], state[1], "o", color="tab:orange")
-    right.set_title(f"the map patch in the condition ({spec.cells} x {spec.cells}, max-pooled)", fontsize=9)
+    right.set_title(f"the map patch in the condition ({spec.cells} x {spec.cells}, {spec.features})", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

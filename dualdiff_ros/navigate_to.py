@@ -23,6 +23,8 @@ STATE_SIZE = 10
 ROBOT_RADIUS = 2.0
 ROBOT_REACH = 4.0
 FRAMES = ("world", "object")
+FEATURES = ("occupancy", "clearance")
+CLEARANCE_SCALE = 4.0  # metres: a clearance of this or more reads 1 in the patch
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,16 @@ class PatchSpec:
     half_extent: float = 9.0
     frame: str = "world"
     supersample: int = 3
+    # "occupancy": each cell the largest occupancy under it (0 free, 1 occupied, 0.5 unknown).
+    # "clearance": each cell the smallest distance under it to an obstacle or unknown cell, / 4 m
+    # (clipped to 1): where the robot's disc fits is then a threshold the network can read directly.
+    features: str = "clearance"
 
     def __post_init__(self):
         if self.frame not in FRAMES:
             raise ValueError(f"patch frame {self.frame!r}: use one of {FRAMES}")
+        if self.features not in FEATURES:
+            raise ValueError(f"patch features {self.features!r}: use one of {FEATURES}")
         if not (self.cells >= 1 and self.supersample >= 1 and self.half_extent > 0):
             raise ValueError(f"patch cells={self.cells}, supersample={self.supersample} must be >= 1 and "
                              f"half_extent={self.half_extent} > 0")
@@ -57,16 +65,39 @@ class PatchSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> "PatchSpec":
-        return cls(int(d["cells"]), float(d["half_extent"]), str(d["frame"]), int(d["supersample"]))
+        return cls(int(d["cells"]), float(d["half_extent"]), str(d["frame"]), int(d["supersample"]),
+                   str(d.get("features", "occupancy")))
 
 
-def patch(grid: OccupancyMap, state, spec: PatchSpec) -> np.ndarray:
-    """The map around one state's object, ``float32 [cells, cells]``: 0 free, 1 occupied, 0.5 unknown."""
+def clearance(grid: OccupancyMap) -> np.ndarray:
+    """``float32 [height, width]``: metres from each cell centre to the nearest blocked or unknown cell."""
+    from scipy.ndimage import distance_transform_edt
+
+    free = ~grid.blocked()
+    return (distance_transform_edt(free) * grid.resolution).astype(np.float32)
+
+
+def patch(grid: OccupancyMap, state, spec: PatchSpec, cleared: np.ndarray | None = None) -> np.ndarray:
+    """The map around one state's object, ``float32 [cells, cells]`` in [0, 1] (see PatchSpec.features).
+
+    `cleared` is `clearance(grid)`, computed once per map when many states share it.
+    """
     xy, yaw, _ = object_footprint_from_state(state)
-    fine = local_patch(grid, xy, float(yaw) if spec.frame == "object" else 0.0, spec.half_extent,
-                       spec.cells * spec.supersample)
-    s = spec.supersample
-    return fine.reshape(spec.cells, s, spec.cells, s).max(axis=(1, 3))
+    yaw = float(yaw) if spec.frame == "object" else 0.0
+    n, s = spec.cells * spec.supersample, spec.supersample
+    if spec.features == "occupancy":
+        fine = local_patch(grid, xy, yaw, spec.half_extent, n)
+        return fine.reshape(spec.cells, s, spec.cells, s).max(axis=(1, 3))
+    cleared = clearance(grid) if cleared is None else cleared
+    axis = (np.arange(n) + 0.5) / n * 2 * spec.half_extent - spec.half_extent
+    lx, ly = np.meshgrid(axis, axis)
+    c, si = math.cos(yaw), math.sin(yaw)
+    cells = grid.world_to_cell(np.stack([xy[0] + lx * c - ly * si, xy[1] + lx * si + ly * c], axis=-1))
+    inside = grid.contains(cells)
+    values = np.where(inside, cleared[np.clip(cells[..., 1], 0, grid.height - 1),
+                                      np.clip(cells[..., 0], 0, grid.width - 1)], 0.0)  # off the map: no room
+    fine = np.clip(values / CLEARANCE_SCALE, 0.0, 1.0)
+    return fine.reshape(spec.cells, s, spec.cells, s).min(axis=(1, 3)).astype(np.float32)
 
 
 def map_features(grid: OccupancyMap | None, states, spec: PatchSpec) -> np.ndarray:
@@ -75,8 +106,9 @@ def map_features(grid: OccupancyMap | None, states, spec: PatchSpec) -> np.ndarr
     out = np.zeros((len(states), spec.feature_dim), dtype=np.float64)
     if grid is not None:
         out[:, 0] = 1.0
+        cleared = clearance(grid) if spec.features == "clearance" else None
         for i, s in enumerate(states):
-            out[i, 1:] = patch(grid, s, spec).reshape(-1)
+            out[i, 1:] = patch(grid, s, spec, cleared).reshape(-1)
     return out
 
 

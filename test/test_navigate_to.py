@@ -30,7 +30,7 @@ def test_the_simulators_robot_is_the_default_robot():
 
 
 def test_map_features_flag_the_map_and_show_an_obstacle_where_it_stands():
-    spec = PatchSpec(cells=8, half_extent=8.0)
+    spec = PatchSpec(cells=8, half_extent=8.0, features="occupancy")
     without = map_features(None, STATE, spec)
     assert without.shape == (1, 65) and not without.any()
     with_wall = map_features(_grid(blocked=[(15, 17, 0, 20)]), STATE, spec)[0]
@@ -40,7 +40,7 @@ def test_map_features_flag_the_map_and_show_an_obstacle_where_it_stands():
 
 
 def test_an_object_frame_patch_turns_with_the_object():
-    spec = PatchSpec(cells=8, half_extent=8.0, frame="object")
+    spec = PatchSpec(cells=8, half_extent=8.0, frame="object", features="occupancy")
     turned = STATE.copy()
     turned[4] = math.pi / 2  # the object's +x now points along the map's +y
     patch = map_features(_grid(blocked=[(0, 20, 15, 17)]), turned, spec)[0, 1:].reshape(8, 8)
@@ -145,3 +145,14 @@ def test_a_ring_search_fills_in_when_the_model_finds_too_few():
     filled = answer_with_map(draw, grid, STATE, 4, check, oversample=2.0, ring_search=4, seed=1)
     assert filled.searched == 16 and filled.drawn == 8 + 16 and len(filled.targets) == 4
     assert check.valid(grid, STATE, filled.targets).all() and (filled.scores < 0).all()
+
+
+def test_clearance_features_read_where_the_robot_fits():
+    spec = PatchSpec(cells=8, half_extent=8.0, features="clearance")
+    grid = _grid(blocked=[(15, 17, 0, 20)])
+    patch = map_features(grid, STATE, spec)[0, 1:].reshape(8, 8)
+    cleared = navigate_to.clearance(grid)
+    assert cleared[100, 160] == 0.0 and cleared[100, 130] == pytest.approx(2.0, abs=0.11)  # 2 m west of the wall
+    assert patch[:, -2].max() == 0.0  # the wall's cells: no room at all
+    assert 0.0 < patch[4, 2] < 1.0 and patch[4, 0] > 0.9  # 2-4 m from the object: some room; far from all: plenty
+    assert PatchSpec.from_dict(spec.to_dict()) == spec

@@ -368,6 +368,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--patch-half-extent", type=float, default=None, help="map patch half side, m (full: 9)")
     parser.add_argument("--patch-frame", choices=("world", "object"), default=None,
                         help="map patch axes: the map's (default) or turned with the object")
+    parser.add_argument("--patch-features", choices=("occupancy", "clearance"), default=None,
+                        help="map patch values: clearance to the nearest obstacle (default) or occupancy")
     parser.add_argument("--map-dropout", type=float, default=None,
                         help="share of general training rows that see no map (default 0.5)")
     parser.add_argument("--oversample", type=float, default=None,
@@ -389,10 +391,12 @@ def settings_from_args(args) -> NavigationSettings:
         recipe_ = replace(recipe_, general=replace(recipe_.general, epochs=args.general_epochs))
     if args.patch_cells == 0:
         recipe_ = replace(recipe_, perception={})
-    elif any(v is not None for v in (args.patch_cells, args.patch_half_extent, args.patch_frame)):
+    elif any(v is not None for v in (args.patch_cells, args.patch_half_extent, args.patch_frame,
+                                     args.patch_features)):
         patch = PatchSpec.from_dict(recipe_.perception or PatchSpec().to_dict())
         patch = replace(patch, **{k: v for k, v in (("cells", args.patch_cells), ("frame", args.patch_frame),
-                                                     ("half_extent", args.patch_half_extent)) if v is not None})
+                                                     ("half_extent", args.patch_half_extent),
+                                                     ("features", args.patch_features)) if v is not None})
         recipe_ = replace(recipe_, perception=patch.to_dict())
     if args.map_dropout is not None:
         recipe_ = replace(recipe_, map_dropout=args.map_dropout)
