@@ -35,7 +35,7 @@ class GeneralPriorNode(Node):
         all_or_none_parameters(self)
         declare(self, "model_dir", "~/.dualdiff/models",
                 "Folder of the ModelStore: <model_dir>/<domain>/general.safetensors.")
-        declare(self, "domains", ["cabinet", "round_table"], "Domains whose general prior is announced.")
+        declare(self, "domains", ["cabinet", "round_table", "navigate_to"], "Domains whose general prior is announced.")
         self.versions: dict[str, str] = {}  # domain -> announced version
         self._lock = threading.Lock()
         self._reload_wanted = False
