@@ -167,9 +167,13 @@ def object_footprint_from_state(state) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 def facing_yaw(targets_xy, object_xy) -> np.ndarray:
-    """Yaw that points each base target at the object's centre (the simulator's rule), ``[n]``."""
+    """Yaw that points each base target at the object's centre, ``[n]``: the robot always faces its goal.
+
+    `object_xy` may be a longer row (a rectangle ``[x, y, ...]``); its first two numbers are the centre.
+    The simulator uses this same rule (sim.geometry re-exports it).
+    """
     t = np.asarray(targets_xy, dtype=np.float64).reshape(-1, 2)
-    d = np.asarray(object_xy, dtype=np.float64).reshape(2) - t
+    d = np.asarray(object_xy, dtype=np.float64).reshape(-1)[:2] - t
     return np.arctan2(d[:, 1], d[:, 0])
 
 

@@ -187,18 +187,26 @@ class CheckedAnswer:
     searched: int = 0     # of those, from the ring search
 
 
-def ring_candidates(state, n: int, check: MapCheck, rng: np.random.Generator) -> np.ndarray:
-    """``[n, 2]`` uniform samples of the ring where a robot facing the object can reach it.
+def ring(states, k: int, rng: np.random.Generator, robot_radius: float = ROBOT_RADIUS,
+         reach: float = ROBOT_REACH) -> np.ndarray:
+    """``[n, k, 2]`` uniform-area samples of the ring where a robot facing the object reaches it.
 
-    The classical search a robot engineer writes without a model (the simulator's baseline,
-    for this robot): inner radius clears the object's short side, outer radius still reaches it.
+    The classical search a robot engineer writes without a model (the simulator's baseline):
+    inner radius clears the object's short side, outer radius still reaches it. It sees the
+    state only (centre and size), never the clutter.
     """
-    state = np.asarray(state, dtype=np.float64).reshape(STATE_SIZE)
-    half = min(state[2], state[3]) / 2
-    r0, r1 = check.robot_radius + check.inflation + half, check.reach + half
-    radius = np.sqrt(r0**2 + rng.uniform(size=n) * (max(r1, r0) ** 2 - r0**2))
-    angle = rng.uniform(-np.pi, np.pi, size=n)
-    return state[:2] + radius[:, None] * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+    states = np.asarray(states, dtype=np.float64).reshape(-1, STATE_SIZE)
+    half = np.minimum(states[:, 2], states[:, 3]) / 2
+    r0, r1 = robot_radius + half, np.maximum(reach + half, robot_radius + half)
+    u = rng.uniform(size=(len(states), k))
+    radius = np.sqrt(r0[:, None] ** 2 + u * (r1[:, None] ** 2 - r0[:, None] ** 2))
+    angle = rng.uniform(-np.pi, np.pi, size=(len(states), k))
+    return states[:, None, :2] + radius[..., None] * np.stack([np.cos(angle), np.sin(angle)], axis=-1)
+
+
+def ring_candidates(state, n: int, check: MapCheck, rng: np.random.Generator) -> np.ndarray:
+    """``[n, 2]`` ring candidates for one state and this robot (its footprint inflated as the check's)."""
+    return ring(state, n, rng, check.robot_radius + check.inflation, check.reach)[0]
 
 
 def answer_with_map(draw, grid: OccupancyMap, state, num_samples: int, check: MapCheck,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..maps import facing_yaw  # noqa: F401  (re-exported: the robot faces its goal, in the sim as on the map)
+
 
 def as_rects(rects) -> np.ndarray:
     """Any rectangle-like input as float64 ``[B, 5]`` (an empty scene part becomes ``[0, 5]``)."""
@@ -106,13 +108,6 @@ def rects_overlap(rect: np.ndarray, others: np.ndarray, gap: float = 0.0) -> np.
         pb = np.einsum("bij,bj->bi", b, axis_b)
         separated |= (pb.max(axis=1) < pa.min(axis=1)) | (pb.min(axis=1) > pa.max(axis=1))
     return ~separated
-
-
-def facing_yaw(points: np.ndarray, centre: np.ndarray) -> np.ndarray:
-    """Yaw that points each robot position at the object centre: the robot always faces its goal."""
-    points = np.asarray(points, dtype=np.float64).reshape(-1, 2)
-    d = np.asarray(centre, dtype=np.float64)[:2] - points
-    return np.arctan2(d[:, 1], d[:, 0])
 
 
 def planar_validity(goal: np.ndarray, others: np.ndarray, targets: np.ndarray, robot_radius: float,
