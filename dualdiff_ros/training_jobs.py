@@ -15,7 +15,7 @@ import numpy as np
 from .diffusion.checkpoint import CheckpointError, read_header
 from .domains import get_domain
 from .model_store import ModelStore, Recipe, save, train_general, train_specialized
-from .navigate_to import PatchSpec, conditions, drop_maps
+from .navigate_to import STATE_SIZE, PatchSpec, conditions, drop_maps
 from .recipes import NAVIGATION_DATA
 from .recipes import recipe as named_recipe
 from .seeds import stream
@@ -112,6 +112,13 @@ def navigation_conditions(data, recipe: Recipe, seed: int, progress: bool = Fals
     return conditions(data.states, drop_maps(features, recipe.map_dropout, seed)), data.targets
 
 
+def mark_map_block(model, recipe: Recipe) -> None:
+    """Record the patch spec and where the map sits in the condition (the block training drops)."""
+    spec = PatchSpec.from_dict(recipe.perception)
+    model.metadata["perception"] = dict(recipe.perception)
+    model.metadata["droppable_condition"] = [STATE_SIZE, STATE_SIZE + spec.feature_dim]
+
+
 def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
                             needed: tuple = ("scratch", "fine_tuned"), progress: bool = False) -> dict:
     """The navigate-to general prior, and the ball model from scratch and/or the ball fine-tune, for one seed."""
@@ -120,7 +127,7 @@ def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
     general = train_general(NAVIGATE_TO, general_conditions, general_targets, recipe,
                             stream(seed, "train_general"), progress)
     if recipe.perception:
-        general.metadata["perception"] = dict(recipe.perception)
+        mark_map_block(general, recipe)
     models = {"general": general}
     ball_conditions, ball_targets = navigation_conditions(ball_train, recipe, stream(seed, "specialized_data"),
                                                           both=True)
@@ -129,7 +136,7 @@ def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
             models[name] = train_specialized(general, ball_conditions, ball_targets, recipe, method,
                                              task="ball", seed=stream(seed, f"train_{name}"), progress=progress)
             if recipe.perception:
-                models[name].metadata["perception"] = dict(recipe.perception)
+                mark_map_block(models[name], recipe)
     return models
 
 

@@ -109,3 +109,45 @@ def test_a_fine_tail_keeps_the_spread_that_even_strides_lose():
     tail = spread(SamplerConfig(method="ddim", steps=20, fine_steps=10))
     assert even < 0.8 * every_step
     assert abs(tail - every_step) < 0.03 * every_step
+
+
+def _conditioned_model(droppable: bool) -> DiffusionModel:
+    """An untrained 2-d MLP conditioned on 4 numbers; the last 3 are a droppable block when asked."""
+    torch.manual_seed(0)
+    model = DiffusionModel.create({"name": "mlp", "width": 16, "depth": 1}, NoiseSchedule(num_steps=10),
+                                  Normalizer([-1.0, -1.0], [1.0, 1.0]),
+                                  Normalizer([0.0, 0.0, 0.0, 0.0], [2.0, 4.0, 4.0, 4.0]))
+    if droppable:
+        model.metadata["droppable_condition"] = [1, 4]
+    return model
+
+
+def test_guidance_mixes_the_conditional_and_the_block_free_predictions():
+    from dualdiff_ros.diffusion.model import noise_predictor
+
+    model = _conditioned_model(droppable=True)
+    raw = np.array([[1.0, 3.0, 1.0, 2.0], [0.5, 0.0, 0.0, 0.0]])  # the second row has no block already
+    c = model.normalize_conditions(raw)
+    c0 = model.normalize_conditions(raw * np.array([1.0, 0.0, 0.0, 0.0]))
+    y = torch.randn(2, 2, generator=torch.Generator().manual_seed(1))
+    plain, free = model.eps(y, 5, c), model.eps(y, 5, c0)
+    for w in (0.0, 1.0, 2.5):
+        guided = noise_predictor([model], [c], w)(y, 5)[0]
+        torch.testing.assert_close(guided, free + w * (plain - free), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(noise_predictor([model], [c0], 3.0)(y, 5)[0], free, rtol=1e-5, atol=1e-6)
+
+
+def test_guidance_leaves_models_without_a_droppable_block_alone():
+    from dualdiff_ros.diffusion.model import noise_predictor
+
+    model = _conditioned_model(droppable=False)
+    c = model.normalize_conditions(np.array([[1.0, 3.0, 1.0, 2.0]]))
+    y = torch.randn(1, 2)
+    torch.testing.assert_close(noise_predictor([model], [c], 4.0)(y, 3)[0], model.eps(y, 3, c))
+
+
+def test_guidance_out_of_range_is_refused():
+    with pytest.raises(ValueError, match="guidance"):
+        SamplerConfig(guidance=-1.0).validate(10)
+    with pytest.raises(ValueError, match="guidance"):
+        SamplerConfig(guidance=float("nan")).validate(10)

@@ -137,7 +137,8 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
     a, b = config.weight_general, config.weight_specialized
     gen = torch.Generator().manual_seed(int(seed))
     cg, cs = repeat_conditions(general, conditions, k), repeat_conditions(specialized, conditions, k)
-    both, alone = noise_predictor([general, specialized], [cg, cs]), noise_predictor([specialized], [cs])
+    w = config.sampler.guidance
+    both, alone = noise_predictor([general, specialized], [cg, cs], w), noise_predictor([specialized], [cs], w)
     # 1. start
     y = torch.randn((n_c * k, d), generator=gen) * (1.0 if config.method == "sum" else 1.0 / math.sqrt(a + b))
     trace = _Trace(n_c, k, d, a, b, config.max_weight_beta)
@@ -162,7 +163,7 @@ def compose(general: DiffusionModel, specialized: DiffusionModel, conditions, nu
         # 4. step
         y = config.sampler.step(schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen), memory)
         if config.langevin_steps and guided and t_prev >= config.langevin_min_t_fraction * schedule.num_steps:
-            y = _langevin(general, specialized, y, t_prev, cg, cs, a, b, config, gen)
+            y = _langevin(both, schedule, y, t_prev, a, b, config, gen)
             trace.evaluations += 2 * config.langevin_steps
     if particles is not None:
         y = y[particles.resample_all(gen)]
@@ -294,11 +295,15 @@ def _maybe_resample(log_w, log_z, threshold, gen):
     return idx.reshape(-1), log_w, log_z
 
 
-def _langevin(general, specialized, y, t, cg, cs, a, b, config, gen):
-    """Unadjusted Langevin steps on the weighted score at level t (Song et al.'s step-size rule)."""
-    var = 1.0 - general.schedule.alpha_bar(t)
+def _langevin(both, schedule, y, t, a, b, config, gen):
+    """Unadjusted Langevin steps on the weighted score at level t (Song et al.'s step-size rule).
+
+    `both` is compose's predictor of the two experts (noise_predictor), guidance included.
+    """
+    var = 1.0 - schedule.alpha_bar(t)
     for _ in range(config.langevin_steps):
-        score = -(a * general.eps(y, t, cg) + b * specialized.eps(y, t, cs)) / math.sqrt(var)
+        experts = both(y, t)
+        score = -(a * experts[0] + b * experts[1]) / math.sqrt(var)
         z = torch.randn(y.shape, generator=gen)
         # Norms averaged over the batch, as in Song et al.: per-sample norms explode near modes.
         step = 2 * (config.langevin_snr * z.norm(dim=-1).mean() / score.norm(dim=-1).mean().clamp_min(1e-12)) ** 2

@@ -92,12 +92,58 @@ class DiffusionModel:
         return self.denoiser(y_t, tt, c_norm)
 
 
-def noise_predictor(models: list[DiffusionModel], conditions: list[torch.Tensor]):
+def null_condition(model: DiffusionModel, c_norm: torch.Tensor) -> torch.Tensor | None:
+    """`c_norm` with the model's droppable condition block set to its "absent" value, or None.
+
+    A model trained with a block of its condition zeroed for part of the rows (navigate-to: the
+    map flag and patch) records the block's columns as metadata["droppable_condition"] = [start,
+    stop]; the absent value is raw 0 in the model's normalized units.
+    """
+    block = model.metadata.get("droppable_condition")
+    if not block or model.condition_normalizer is None:
+        return None
+    start, stop = int(block[0]), int(block[1])
+    null = c_norm.clone()
+    zeros = model.condition_normalizer.normalize(np.zeros(model.condition_dim))[start:stop]
+    null[:, start:stop] = torch.as_tensor(zeros, dtype=null.dtype)
+    return null
+
+
+def noise_predictor(models: list[DiffusionModel], conditions: list[torch.Tensor], guidance: float = 1.0):
     """A function (y, t) -> eps of each model [n_models, B, d] for fixed normalized conditions.
 
+    With `guidance` w != 1, a model with a droppable condition block (`null_condition`) is asked
+    twice, with and without the block, and answers eps(c0) + w (eps(c) - eps(c0)): classifier-free
+    guidance (Ho & Salimans, 2022) towards what the block says. Conditions whose block is already
+    absent are asked once (the two would agree). w = 1 is the plain conditional model.
+    """
+    plan_models, plan_conditions, pairs = [], [], []
+    for m, c in zip(models, conditions):
+        null = null_condition(m, c) if guidance != 1.0 else None
+        if null is None or torch.equal(null, c):
+            pairs.append((len(plan_models), None))
+            plan_models.append(m)
+            plan_conditions.append(c)
+        else:
+            pairs.append((len(plan_models), len(plan_models) + 1))
+            plan_models += [m, m]
+            plan_conditions += [c, null]
+    predict = _plain_predictor(plan_models, plan_conditions)
+    if len(plan_models) == len(models):
+        return predict
+    w = float(guidance)
+
+    def guided(y: torch.Tensor, t: int) -> torch.Tensor:
+        eps = predict(y, t)
+        return torch.stack([eps[i] if j is None else torch.lerp(eps[j], eps[i], w) for i, j in pairs])
+    return guided
+
+
+def _plain_predictor(models: list[DiffusionModel], conditions: list[torch.Tensor]):
+    """The unguided predictor: one StackedMLP where it can, else one forward pass per model.
+
     Models whose networks are ConditionalMLPs of one shape run as one StackedMLP (one batched
-    matmul per layer, time embeddings and condition projections computed once); any other
-    architecture runs its own forward pass per model.
+    matmul per layer, time embeddings and condition projections computed once).
     """
     try:
         stacked = stacked_plan([m.denoiser for m in models]).bind(conditions)

@@ -14,6 +14,9 @@ METHODS = ("ddpm", "ddim", "dpm_solver")
 STARTS = ("noise", "matched")
 
 
+MAX_GUIDANCE = 20.0
+
+
 @dataclass
 class SamplerConfig:
     """Which reverse process to run. DDIM with eta > 0 stays stochastic (needed for products).
@@ -41,6 +44,9 @@ class SamplerConfig:
     # It matters for schedules that stop short of noise: the DualDiff template's (ab_T = 0.37)
     # starts its chain far too narrow, which is most of its KL on line (docs/dualdiff-2d.md).
     start: str = "noise"
+    # Classifier-free guidance scale on a model's droppable condition block (navigate-to: the map);
+    # 1 = the conditional model as trained, 0 = the block ignored (model.noise_predictor).
+    guidance: float = 1.0
 
     def validate(self, num_train_steps: int):
         if self.method not in METHODS:
@@ -57,6 +63,8 @@ class SamplerConfig:
                 raise ValueError(f"fine_steps={self.fine_steps} must be below steps={self.steps}")
         if not 0 <= self.eta <= 1:
             raise ValueError(f"eta={self.eta} must be in [0, 1]")
+        if not (math.isfinite(self.guidance) and 0 <= self.guidance <= MAX_GUIDANCE):
+            raise ValueError(f"guidance={self.guidance} must be in [0, {MAX_GUIDANCE}] (1 = no guidance)")
         if self.start not in STARTS:
             raise ValueError(f"sampler start {self.start!r}: use one of {STARTS}")
 
@@ -132,7 +140,7 @@ def sample(model: DiffusionModel, conditions, num_samples: int, seed: int = 0,
     gen = torch.Generator().manual_seed(int(seed))
     c = repeat_conditions(model, conditions, num_samples)
     y = initial_sample(model, len(c), sampler.start, gen)
-    predict, memory = noise_predictor([model], [c]), {}
+    predict, memory = noise_predictor([model], [c], sampler.guidance), {}
     for t, t_prev in sampler.timesteps(model.schedule):
         eps = predict(y, t)[0]
         y = sampler.step(model.schedule, y, eps, t, t_prev, torch.randn(y.shape, generator=gen), memory)
