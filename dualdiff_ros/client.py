@@ -27,10 +27,12 @@ class ProposalClient:
         return self.client.wait_for_service(timeout_sec=timeout)
 
     def propose(self, domain: str, state, num_samples: int, mode: str = "", seed: int = 0, task: str = "",
-                timeout: float = 30.0, grid=None, frame_id: str = "") -> ProposePlacements.Response:
+                timeout: float = 30.0, grid=None, frame_id: str = "",
+                min_separation: float = 0.0) -> ProposePlacements.Response:
         """One request; `grid` is a nav_msgs/OccupancyGrid (e.g. from /dualdiff/scene_map or nav2)."""
         request = ProposePlacements.Request(domain=domain, task=task, state=[float(v) for v in state],
-                                            num_samples=int(num_samples), mode=mode, seed=int(seed))
+                                            num_samples=int(num_samples), mode=mode, seed=int(seed),
+                                            min_separation=float(min_separation))
         request.header.frame_id = frame_id
         if grid is not None:
             request.map = grid
@@ -59,7 +61,7 @@ class ProposalClient:
         self.node.destroy_node()
 
 
-def propose_once(domain, state, num_samples, mode, seed, task, timeout) -> int:
+def propose_once(domain, state, num_samples, mode, seed, task, timeout, min_separation: float = 0.0) -> int:
     """`dualdiff propose`: print one reply of running nodes (exit 1 unless RESULT_OK)."""
     rclpy.init()
     try:
@@ -67,7 +69,8 @@ def propose_once(domain, state, num_samples, mode, seed, task, timeout) -> int:
         if not client.wait_for_service(timeout):
             print(f"no {PROPOSE_SERVICE} service found within {timeout} s: start the nodes (`make run`)")
             return 1
-        reply = client.propose(domain, state, num_samples, mode, seed, task, timeout)
+        reply = client.propose(domain, state, num_samples, mode, seed, task, timeout,
+                               min_separation=min_separation)
         print(f"result {reply.result} mode_used {reply.mode_used!r} {reply.message}")
         for p, s in zip(reply.proposals, reply.scores):
             print(f"  ({p.x:8.3f}, {p.y:8.3f}, {p.z:8.3f})  score {s:8.3f}")

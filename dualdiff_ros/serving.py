@@ -93,6 +93,10 @@ SAMPLING_SETTINGS = (
             "ddim / dpm_solver: of sampler.steps, take the last this many noise levels one by one and stride "
             "over the rest (0 = evenly spaced steps; must be below sampler.steps).", int_range=(0, 10000)),
     Setting("sampler.eta", _SERVED.eta, "DDIM stochasticity (0 = deterministic).", float_range=(0.0, 1.0)),
+    Setting("sampler.guidance", _SERVED.guidance,
+            "Classifier-free guidance on the map (navigate_to models trained with map dropout): 1 = the "
+            "conditional model as trained, above 1 leans harder on the map, 0 ignores it; other domains are "
+            "unaffected (docs/RESULTS.md, section 4).", float_range=(0.0, 20.0)),
     Setting("fallback.enabled", True, "Fall back to one expert when the two do not overlap."),
     Setting("fallback.min_agreement", 0.5,
             "Least fraction of joint proposals the general prior must find typical; else fall back.",
@@ -119,6 +123,9 @@ SERVICE_SETTINGS = (
     Setting("map.ring_search", 4, "navigate_to with a map: when fewer sampled candidates pass than were asked "
             "for, check this many times num_samples candidates of a uniform ring around the object too and "
             "return the valid ones after the model's (0 = off).", int_range=(0, 64)),
+    Setting("distinct.oversample", 4.0, "Requests with min_separation > 0: candidates drawn per proposal asked "
+            "for, of which the best-scored ones at least min_separation apart are returned.",
+            float_range=(1.0, 16.0)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
             "simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
@@ -141,7 +148,8 @@ def proposer_from(values: dict) -> Proposer:
         if s.choices and values[s.name] not in s.choices:
             raise ValueError(f"{s.name}={values[s.name]!r}: use one of {', '.join(map(repr, s.choices))}")
     sampler = SamplerConfig(method=values["sampler.method"], steps=int(values["sampler.steps"]),
-                            fine_steps=int(values["sampler.fine_steps"]), eta=float(values["sampler.eta"]))
+                            fine_steps=int(values["sampler.fine_steps"]), eta=float(values["sampler.eta"]),
+                            guidance=float(values["sampler.guidance"]))
     joint_sampler = replace(sampler, clip=float(values["composition.clip"]) or sampler.clip)
     fraction = float(values["composition.general_min_t_fraction"])
     composition = CompositionConfig(
@@ -270,12 +278,14 @@ class PlacementService:
         return self._settings[0]
 
     def answer(self, domain: str, task: str, mode: str, state, num_samples: int, seed: int = 0,
-               grid: OccupancyMap | None = None) -> Answer:
-        """Proposals for one request, or Refused naming the problem and the fix.
+               grid: OccupancyMap | None = None, min_separation: float = 0.0) -> Answer:
+        """Proposals for one request, best score first, or Refused naming the problem and the fix.
 
         With a `grid` (the robot's map, navigate_to only), the map is part of the condition,
         `map.oversample` times the candidates are drawn in one batch, and only those the map
-        allows are returned, best score first (RESULT_NO_VALID_PROPOSAL when none is).
+        allows are returned (RESULT_NO_VALID_PROPOSAL when none is). With `min_separation` > 0,
+        `distinct.oversample` times the proposals are drawn and the best-scored ones at least that
+        far apart are kept (`distinct`): a robot looking at them in order never looks twice at one place.
         """
         proposer, values = self._settings  # settings, like models, are fixed for the whole request
         domain, task, mode = check_names(domain, task, mode)
@@ -286,8 +296,14 @@ class PlacementService:
         if not 1 <= num_samples <= max_samples:
             raise Refused(RESULT_INVALID_REQUEST, f"num_samples {num_samples} is outside 1..{max_samples}: ask "
                           "for at least one and at most max_samples (a parameter of this node)")
+        if not (math.isfinite(min_separation) and min_separation >= 0):
+            raise Refused(RESULT_INVALID_REQUEST, f"min_separation {min_separation} must be a finite distance >= 0 "
+                          "(0 = proposals may lie close together)")
         mode, note = self._resolve_mode(domain, task, mode, general, specialized, bool(values["fallback_to_general"]))
         notes = [note]
+        wanted = num_samples
+        if min_separation > 0:  # draw more, keep the distinct ones
+            num_samples = navigate_to.candidates_for(num_samples, float(values["distinct.oversample"]))
         if grid is not None and domain not in MAPPED_DOMAINS:
             notes.append(f"the map was ignored: {domain} proposals are not checked against a map")
             grid = None
@@ -310,7 +326,7 @@ class PlacementService:
             return runs[-1].targets, runs[-1].scores
 
         if grid is None:
-            targets, scores = draw(num_samples)
+            targets, scores = ranked(*draw(num_samples))
             valid = len(targets)
         else:
             check = map_check_from(values)
@@ -325,6 +341,11 @@ class PlacementService:
             if checked.searched:
                 notes.append(f"the model's {drawn - checked.searched} candidates gave fewer than {num_samples} valid "
                              f"poses: a ring search of {checked.searched} added the rest (ranked last)")
+        if min_separation > 0:
+            targets, scores = distinct(targets, scores, wanted, min_separation)
+            if len(targets) < wanted:
+                notes.append(f"only {len(targets)} of {wanted} proposals are at least {min_separation:g} apart "
+                             f"(of {num_samples} drawn)")
         result = runs[-1]
         if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
             raise Refused(RESULT_INTERNAL_ERROR, f"the {result.mode_used} model gave non-finite proposals for this "
@@ -357,6 +378,27 @@ class PlacementService:
                 return "general", hint + "; answered from the general prior"
             raise Refused(RESULT_MODEL_UNAVAILABLE, hint)
         return mode, ""
+
+
+def ranked(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Proposals best score first (stable: equal scores keep the sampler's order)."""
+    order = np.argsort(-np.asarray(scores), kind="stable")
+    return np.asarray(targets)[order], np.asarray(scores)[order]
+
+
+def distinct(targets: np.ndarray, scores: np.ndarray, n: int, min_separation: float):
+    """At most `n` of `targets` (already best first), greedily, each >= `min_separation` from those kept.
+
+    Greedy in score order keeps the best proposal of each neighbourhood: the first is the best of
+    all, the next the best one not within min_separation of it, and so on.
+    """
+    kept: list[int] = []
+    for i in range(len(targets)):
+        if len(kept) == n:
+            break
+        if not kept or np.min(np.linalg.norm(targets[kept] - targets[i], axis=1)) >= min_separation:
+            kept.append(i)
+    return targets[kept], scores[kept]
 
 
 def check_names(domain: str, task: str, mode: str) -> tuple[str, str, str]:

@@ -156,3 +156,40 @@ def test_clearance_features_read_where_the_robot_fits():
     assert patch[:, -2].max() == 0.0  # the wall's cells: no room at all
     assert 0.0 < patch[4, 2] < 1.0 and patch[4, 0] > 0.9  # 2-4 m from the object: some room; far from all: plenty
     assert PatchSpec.from_dict(spec.to_dict()) == spec
+
+
+def test_answers_come_best_score_first_without_a_map_too(service, simulated):
+    state, _ = simulated
+    answer = service.answer("navigate_to", "", "joint", state, 12, seed=5)
+    assert len(answer.proposals) == 12 and (np.diff(answer.scores) <= 0).all()
+
+
+@pytest.mark.parametrize("with_map", [False, True])
+def test_distinct_proposals_keep_their_separation_and_say_when_fewer_come_back(service, simulated, with_map):
+    state, grid = simulated
+    service.configure({**serving.defaults(), "robot.radius": 1.0})
+    try:
+        answer = service.answer("navigate_to", "", "joint", state, 8, seed=4, grid=grid if with_map else None,
+                                min_separation=1.5)
+    finally:
+        service.configure(serving.defaults())
+    p = answer.proposals
+    gaps = np.linalg.norm(p[:, None] - p[None], axis=-1)[np.triu_indices(len(p), 1)]
+    assert len(p) >= 1 and (gaps >= 1.5).all() and (np.diff(answer.scores) <= 0).all()
+    assert (len(p) == 8) != ("at least 1.5 apart" in answer.message)
+    wide = service.answer("navigate_to", "", "joint", state, 8, seed=4, min_separation=500.0)
+    assert len(wide.proposals) == 1 and "only 1 of 8" in wide.message
+
+
+def test_the_greedy_distinct_rule_keeps_the_best_of_each_neighbourhood():
+    targets = np.array([[0.0, 0.0], [0.1, 0.0], [2.0, 0.0], [2.05, 0.0], [5.0, 0.0]])
+    kept, scores = serving.distinct(targets, np.arange(5.0)[::-1], 3, 1.0)
+    np.testing.assert_array_equal(kept, targets[[0, 2, 4]])
+    np.testing.assert_array_equal(scores, [4.0, 2.0, 0.0])
+
+
+@pytest.mark.parametrize("bad", [-1.0, float("nan"), float("inf")])
+def test_a_bad_min_separation_is_refused(service, simulated, bad):
+    state, _ = simulated
+    with pytest.raises(serving.Refused, match="min_separation"):
+        service.answer("navigate_to", "", "joint", state, 4, min_separation=bad)

@@ -144,7 +144,8 @@ class PlacementProposalNode(Node):
             frame = request.header.frame_id or self.get_parameter("frame_id").value
             grid = grid_from(request.map, frame)
             answer = self.service.answer(request.domain, request.task, request.mode, request.state,
-                                         int(request.num_samples), int(request.seed), grid)
+                                         int(request.num_samples), int(request.seed), grid,
+                                         float(request.min_separation))
             _fill(response, answer, frame, request.header.stamp)
             self.stats.served += 1
             self._publish_markers(response, frame)
