@@ -2,6 +2,7 @@
 
     dualdiff train --domain cabinet --model-dir models [--recipe demo]
     dualdiff experiment cabinet|round_table|overlap --output runs/cabinet [--quick]
+    dualdiff learning-curve --domain cabinet --output runs/curve [--quick]
     dualdiff bench-2d --output runs/bench2d [--quick]
     dualdiff navigate --output runs/navigate [--quick]
     dualdiff demo                       # train (once), serve, call the service, evaluate, plot
@@ -42,6 +43,24 @@ def _experiment(args) -> int:
     return 0
 
 
+def _learning_curve(args) -> int:
+    from .evaluation.learning_curve import CurveSettings, run_learning_curve
+    from .recipes import recipe
+    settings = CurveSettings.quick(domain=args.domain) if args.quick else \
+        CurveSettings(domain=args.domain, recipe=recipe(args.recipe))
+    changes = {"homes": args.homes, "seed": args.seed, "test_conditions": args.test_conditions,
+               "observations": tuple(args.observations) if args.observations else None,
+               "cutoffs": tuple(args.cutoffs) if args.cutoffs else None}
+    for name, value in changes.items():
+        if value is not None:
+            setattr(settings, name, value)
+    result = run_learning_curve(args.output, settings)
+    print((Path(args.output) / "results.md").read_text())
+    print(f"wrote {args.output}/results.json, results.md and learning_curve_{args.domain}.png in "
+          f"{result['seconds']} s")
+    return 0
+
+
 def _demo(args) -> int:
     from .demo import run_demo
     return run_demo(args.model_dir, args.output, args.recipe, retrain=args.retrain,
@@ -66,7 +85,8 @@ def _reliability(args) -> int:
 
 def _propose(args) -> int:
     from .client import propose_once
-    return propose_once(args.domain, args.state, args.num_samples, args.mode, args.seed, args.task, args.timeout)
+    return propose_once(args.domain, args.state, args.num_samples, args.mode, args.seed, args.task, args.timeout,
+                        args.min_separation)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -95,6 +115,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--configs", nargs="+", default=None, metavar="NAME",
                    help="only these configurations (default: all; see docs/RESULTS.md for the names)")
     p.set_defaults(func=_experiment)
+
+    p = sub.add_parser("learning-curve", help="quality against the number of observations, beside the Bayes limit")
+    p.add_argument("--domain", default="cabinet", choices=["cabinet", "round_table"])
+    p.add_argument("--output", required=True)
+    p.add_argument("--quick", action="store_true", help="tiny data and models (tests)")
+    p.add_argument("--recipe", default="demo", choices=RECIPES, help="model size and training length")
+    p.add_argument("--homes", type=int, default=None, help="the thesis's home plus homes drawn from the family "
+                   "(default 5)")
+    p.add_argument("--observations", type=int, nargs="+", default=None, metavar="N",
+                   help="observation counts (default 0 1 2 4 8 16 32 64 128)")
+    p.add_argument("--cutoffs", type=float, nargs="+", default=None, metavar="F",
+                   help="extra proposer rows with the prior guiding above this fraction of the schedule")
+    p.add_argument("--test-conditions", type=int, default=None, help="held-out furniture poses (default 200)")
+    p.add_argument("--seed", type=int, default=None)
+    p.set_defaults(func=_learning_curve)
 
     from .evaluation import bench2d, navigation
     p = sub.add_parser("bench-2d", help="DualDiff 2-D mode-capture benchmark")
@@ -144,6 +179,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="joint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--min-separation", type=float, default=0.0,
+                   help="proposals at least this far apart (0 = no constraint); fewer may come back")
     p.set_defaults(func=_propose)
     return parser
 

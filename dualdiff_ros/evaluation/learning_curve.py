@@ -1,0 +1,236 @@
+"""The on-robot learning curve: proposal quality against the number of observations, beside the Bayes limit.
+
+A robot in a new home records where it found things, one observation at a time. For each home
+(the thesis's, then homes drawn from the family, domains/homes.py) and each N of
+`observations`, the first N of one sequence of that home's observations train a specialist from
+scratch and a fine-tune of the general prior; every row is then asked for `looks` proposals for
+each of `test_conditions` held-out furniture poses:
+
+- general: the prior alone (N-independent: the cold start);
+- scratch, fine_tuned: one specialist alone;
+- proposer: what the placement service serves (the prior composed with the fine-tune; at N = 0
+  the prior, as the service answers a joint request with no specialist);
+- proposer_cut<f>: the same with the prior guiding only above f of the noise schedule (how much
+  the prior should say may depend on N);
+- limit: the exact Bayes posterior predictive of the home family (evaluation/bayes_limit.py).
+
+Metrics: accuracy (in the home's region), coverage (Naeem et al., k = 5, against the home's own
+distribution) and looks-to-find: the robot looks at the proposals in the order returned (best
+score first) until one lies in the home's region, at most `looks`; a miss costs `looks`.
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from ..diffusion.proposer import Proposer
+from ..domains.homes import FAMILY_DOMAINS, homes
+from ..model_store import Recipe, train_general, train_specialized
+from ..seeds import stream
+from ..serving import ranked
+from . import metrics
+from .bayes_limit import predictive
+from .report import markdown_table
+
+OBSERVATIONS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
+ROWS = ("general", "scratch", "fine_tuned", "proposer", "limit")
+METRICS = ("accuracy", "coverage", "looks_to_find")
+
+
+@dataclass
+class CurveSettings:
+    """Full: 5 homes x 9 N, 200 test poses x 10 looks; `quick()` for tests."""
+
+    domain: str = "cabinet"
+    homes: int = 5
+    observations: tuple = OBSERVATIONS
+    test_conditions: int = 200
+    looks: int = 10
+    reference: int = 2000              # samples of the home's own distribution, for coverage
+    general_size: int = 55_398
+    seed: int = 0
+    cutoffs: tuple = ()                # extra proposer rows: general_min_t_fraction values
+    recipe: Recipe = field(default_factory=Recipe)
+    progress: bool = True
+
+    def __post_init__(self):
+        if self.domain not in FAMILY_DOMAINS:
+            raise ValueError(f"learning curve of {self.domain!r}: use one of {FAMILY_DOMAINS}")
+        if not self.observations or min(self.observations) < 0:
+            raise ValueError(f"observations {self.observations}: give counts >= 0")
+
+    @classmethod
+    def quick(cls, **overrides) -> "CurveSettings":
+        from ..recipes import recipe
+        return replace(cls(homes=2, observations=(0, 2, 8), test_conditions=30, looks=6, reference=300,
+                           general_size=3000, recipe=recipe("quick"), progress=False), **overrides)
+
+
+def looks_to_find(inside: np.ndarray, cap: int) -> np.ndarray:
+    """Per condition, looks until the first proposal inside the region; `cap` when none of the first cap is."""
+    inside = np.asarray(inside, dtype=bool)[:, :cap]
+    return np.where(inside.any(axis=1), inside.argmax(axis=1) + 1, cap).astype(float)
+
+
+def score_samples(home, conditions: np.ndarray, samples: np.ndarray, reference_local: np.ndarray,
+                  looks: int) -> dict:
+    """Accuracy, coverage and looks-to-find of samples ``[n, k, d]`` in the order they would be looked at."""
+    n, k, d = samples.shape
+    flat_c = np.repeat(conditions, k, axis=0)
+    inside = home.in_specialized_region(flat_c, samples.reshape(-1, d)).reshape(n, k)
+    local = home.local_frame(flat_c, samples.reshape(-1, d))
+    return {"accuracy": float(inside.mean()), "coverage": metrics.coverage(reference_local, local),
+            "looks_to_find": float(looks_to_find(inside, looks).mean())}
+
+
+def propose_all(proposer: Proposer, general, specialist, conditions: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``[n, k, d]`` proposals as served (joint, or the general prior alone without a specialist), best first."""
+    mode = "joint" if specialist is not None else "general"
+    out = []
+    for i, c in enumerate(conditions):
+        p = proposer.propose(general, specialist, c, k, mode, seed + i)
+        out.append(ranked(p.targets, p.scores)[0])
+    return np.stack(out)
+
+
+def propose_all_single(proposer: Proposer, model, conditions, k, seed) -> np.ndarray:
+    """One model's proposals, best first (mode "specialized" of the proposer runs any single model)."""
+    out = []
+    for i, c in enumerate(conditions):
+        p = proposer.propose(None, model, c, k, "specialized", seed + i)
+        out.append(ranked(p.targets, p.scores)[0])
+    return np.stack(out)
+
+
+def limit_samples(home, domain: str, observed_local: np.ndarray, conditions: np.ndarray, k: int, seed: int):
+    """The Bayes predictive's proposals ``[n, k, d]`` (in random order: it has no better one)."""
+    rng = np.random.default_rng(seed)
+    local = predictive(domain, observed_local, len(conditions) * k, rng)
+    return home.from_region_frame(np.repeat(conditions, k, axis=0), local).reshape(len(conditions), k, -1)
+
+
+def run_home(home, index: int, general, settings: CurveSettings) -> list[dict]:
+    """Every row at every N for one home."""
+    s = settings
+    rng = np.random.default_rng(stream(s.seed, "observations") + 1000 * index)
+    n_max = max(s.observations)
+    obs_c = home.sample_conditions(max(n_max, 1), rng)
+    obs_t = home.sample_specialized_targets(obs_c, rng)
+    test = home.sample_conditions(s.test_conditions, np.random.default_rng(stream(s.seed, "test") + 1000 * index))
+    ref_rng = np.random.default_rng(stream(s.seed, "reference") + 1000 * index)
+    ref_c = test[ref_rng.integers(0, len(test), s.reference)]
+    reference_local = home.local_frame(ref_c, home.sample_specialized_targets(ref_c, ref_rng))
+    sampling = stream(s.seed, "sampling") + 1000 * index
+    base = Proposer()
+    rows = []
+    general_scores = score_samples(home, test, propose_all(base, general, None, test, s.looks, sampling),
+                                   reference_local, s.looks)
+    for n in s.observations:
+        start = time.time()
+        found = {"general": general_scores}
+        c, t = obs_c[:n], obs_t[:n]
+        if n == 0:
+            found["proposer"] = general_scores  # the cold start: the service answers from the prior
+        else:
+            trained = {}
+            for name, method in (("scratch", "scratch"), ("fine_tuned", "fine_tune")):
+                trained[name] = train_specialized(general, c, t, s.recipe, method, task=home.name,
+                                                  seed=stream(s.seed, f"train_{name}") + 1000 * index + n,
+                                                  progress=False)
+                found[name] = score_samples(home, test, propose_all_single(base, trained[name], test, s.looks,
+                                                                           sampling), reference_local, s.looks)
+            found["proposer"] = score_samples(home, test, propose_all(base, general, trained["fine_tuned"], test,
+                                                                      s.looks, sampling), reference_local, s.looks)
+            for cut in s.cutoffs:
+                cut_proposer = replace(base, composition=replace(base.composition, general_min_t_fraction=cut))
+                found[f"proposer_cut{cut:g}"] = score_samples(
+                    home, test, propose_all(cut_proposer, general, trained["fine_tuned"], test, s.looks, sampling),
+                    reference_local, s.looks)
+        found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
+                                                                 s.looks, sampling), reference_local, s.looks)
+        for name, scores in found.items():
+            rows.append({"home": home.name, "observations": n, "row": name, **scores})
+        if s.progress:
+            summary = ", ".join(f"{k} {v['accuracy']:.2f}/{v['coverage']:.2f}/{v['looks_to_find']:.1f}"
+                                for k, v in found.items())
+            print(f"[{home.name} N={n} {time.time() - start:.0f} s] {summary}", flush=True)
+    return rows
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Mean and sd over homes per (N, row)."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["observations"], r["row"]), []).append(r)
+    out = []
+    for (n, name), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], _row_order(kv[0][1]))):
+        entry = {"observations": n, "row": name, "homes": len(rs)}
+        for key in METRICS:
+            vals = [r[key] for r in rs]
+            entry[key] = (float(np.mean(vals)), float(np.std(vals)))
+        out.append(entry)
+    return out
+
+
+def _row_order(name: str) -> int:
+    return ROWS.index(name) if name in ROWS else len(ROWS) - 1
+
+
+def run_learning_curve(output_dir, settings: CurveSettings | None = None) -> dict:
+    """Train the prior once, then every home's curve; results.json, results.md and the plot."""
+    s = settings or CurveSettings()
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.time()
+    family = homes(s.domain, s.homes, stream(s.seed, "homes"))
+    data = family[0].general_dataset(s.general_size, stream(s.seed, "general_data"))
+    general = train_general(s.domain, data.conditions, data.targets, s.recipe, stream(s.seed, "train_general"),
+                            s.progress)
+    rows = []
+    for i, home in enumerate(family):
+        rows += run_home(home, i, general, s)
+        result = {"study": "learning_curve", "domain": s.domain, "settings": asdict(s),
+                  "homes": [{"name": h.name, "region": asdict(h.region)} for h in family],
+                  "rows": rows, "summary": summarize(rows), "seconds": round(time.time() - start, 1)}
+        write_results(output, result)
+    return result
+
+
+def write_results(output: Path, result: dict) -> None:
+    (output / "results.json").write_text(json.dumps(result, indent=1, default=str))
+    homes_done = sorted({r["home"] for r in result["rows"]})
+    header = (f"# learning curve: {result['domain']}\n\nHomes {homes_done}; mean ± sd over homes; "
+              f"looks-to-find capped at {result['settings']['looks']}.\n\n")
+    table = markdown_table(result["summary"], ["observations", "row", *METRICS])
+    (output / "results.md").write_text(header + table)
+    plot_curves(result["summary"], output / f"learning_curve_{result['domain']}.png", result["domain"])
+
+
+def plot_curves(summary: list[dict], path: Path, domain: str) -> None:
+    """Accuracy, coverage and looks-to-find against N, one line per row with a ±sd band."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(13, 3.8))
+    axes = fig.subplots(1, 3)
+    names = list(dict.fromkeys(r["row"] for r in summary))
+    for ax, key in zip(axes, METRICS):
+        for name in names:
+            pts = [r for r in summary if r["row"] == name]
+            x = np.array([max(r["observations"], 0.5) for r in pts])  # N = 0 drawn at 0.5 on the log axis
+            mean = np.array([r[key][0] for r in pts])
+            sd = np.array([r[key][1] for r in pts])
+            style = {"color": "k", "linestyle": "--"} if name == "limit" else {}
+            ax.plot(x, mean, marker="o", markersize=3, label=name, **style)
+            ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, color=style.get("color"))
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("observations N (0 drawn at 0.5)")
+        ax.set_title(key.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.suptitle(f"{domain}: quality against the robot's observations (bands: ± sd over homes)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)

@@ -1,0 +1,119 @@
+"""The learning curve's parts: the home family, the exact Bayes limit, looks-to-find, the curve itself."""
+import numpy as np
+import pytest
+
+from dualdiff_ros.domains.cabinet import GENERAL_BOX
+from dualdiff_ros.domains.homes import SIDE_FRACTION, BoxRegion, DiscRegion, home_domain, homes
+from dualdiff_ros.domains.round_table import GENERAL_RADIUS
+from dualdiff_ros.evaluation.bayes_limit import predictive
+from dualdiff_ros.evaluation.learning_curve import CurveSettings, looks_to_find, run_learning_curve
+
+
+@pytest.mark.parametrize("domain", ["cabinet", "round_table"])
+def test_homes_lie_inside_the_furniture_and_their_data_inside_the_home(domain):
+    family = homes(domain, 6, seed=3)
+    assert family[0].name == "thesis"
+    rng = np.random.default_rng(0)
+    for home in family:
+        c = home.sample_conditions(500, rng)
+        t = home.sample_specialized_targets(c, rng)
+        assert home.in_specialized_region(c, t).all()
+        assert home.in_general_region(c, t).all()  # a home is part of the general distribution
+        region = home.region
+        if isinstance(region, BoxRegion):
+            side = (np.array(region.high) - np.array(region.low)) / (GENERAL_BOX[1] - GENERAL_BOX[0])
+            assert ((side >= SIDE_FRACTION[0] - 1e-9) & (side <= SIDE_FRACTION[1] + 1e-9)).all()
+        else:
+            assert SIDE_FRACTION[0] * GENERAL_RADIUS <= region.radius <= GENERAL_RADIUS
+            assert np.hypot(*region.centre) + region.radius <= GENERAL_RADIUS + 1e-9
+    assert len({str(h.region) for h in family}) == len(family)  # distinct homes
+
+
+def _importance_accuracy(domain, true_region, observed, draws=1_000_000, seed=1):
+    """The predictive's accuracy by importance sampling from the family's own definition, vectorized.
+
+    Regions are drawn as the family says (domains/homes.py), weighted by the likelihood of the
+    observations (area or volume ^ -N where they all fit); independent of the grid posterior.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(observed)
+    lo_f, hi_f = SIDE_FRACTION
+    if domain == "cabinet":  # the family draws each axis independently: so do the posterior and predictive
+        low, high = GENERAL_BOX
+        accuracy = 1.0
+        for a in range(3):
+            side = rng.uniform(lo_f, hi_f, draws) * (high[a] - low[a])
+            lo = low[a] + rng.uniform(0, 1, draws) * (high[a] - low[a] - side)
+            fits = (lo <= observed[:, a].min()) & (lo + side >= observed[:, a].max())
+            overlap = np.clip(np.minimum(lo + side, true_region.high[a]) - np.maximum(lo, true_region.low[a]), 0,
+                              None) / side
+            w = np.where(fits, side ** -float(n), 0.0)
+            accuracy *= np.sum(w * overlap) / w.sum()
+        return float(accuracy)
+    else:
+        radius = rng.uniform(lo_f, hi_f, draws) * GENERAL_RADIUS
+        r = (GENERAL_RADIUS - radius) * np.sqrt(rng.uniform(0, 1, draws))
+        phi = rng.uniform(0, 2 * np.pi, draws)
+        centre = np.stack([r * np.cos(phi), r * np.sin(phi)], 1)
+        far = np.max(np.linalg.norm(centre[:, None, :] - observed[None, :, :2], axis=2), axis=1)
+        fits = far <= radius
+        k = 32  # uniform points of each drawn disc, checked against the true one
+        rho, ang = radius[:, None] * np.sqrt(rng.uniform(0, 1, (draws, k))), rng.uniform(0, 2 * np.pi, (draws, k))
+        px, py = centre[:, :1] + rho * np.cos(ang), centre[:, 1:] + rho * np.sin(ang)
+        acc = (np.hypot(px - true_region.centre[0], py - true_region.centre[1]) <= true_region.radius).mean(1)
+        size = np.pi * radius ** 2
+    w = np.where(fits, size ** -float(n), 0.0)
+    return float(np.sum(w * acc) / w.sum())
+
+
+@pytest.mark.parametrize("domain,true_region", [
+    ("cabinet", BoxRegion((-1.0, -1.0, 0.0), (0.0, 0.0, 0.5))),
+    ("round_table", DiscRegion((0.5, -0.3), 1.2)),
+])
+def test_the_grid_posterior_matches_importance_sampling_from_the_family(domain, true_region):
+    rng = np.random.default_rng(0)
+    observed = true_region.sample(3, rng)
+    grid = true_region.contains(predictive(domain, observed, 100_000, np.random.default_rng(2))).mean()
+    reference = _importance_accuracy(domain, true_region, observed, draws=2_000_000 if domain == "cabinet" else 200_000)
+    assert abs(grid - reference) < 0.02, (grid, reference)
+
+
+@pytest.mark.parametrize("domain,region", [("cabinet", BoxRegion((0.0, -0.5, 0.2), (0.6, 0.3, 0.7))),
+                                           ("round_table", DiscRegion((-0.8, 0.4), 1.0))])
+def test_the_limit_sharpens_with_observations(domain, region):
+    home = home_domain(domain, region)
+    rng = np.random.default_rng(0)
+    acc = []
+    for n in (0, 4, 64):
+        c = home.sample_conditions(max(n, 1), rng)
+        observed = home.region_frame(c, home.sample_specialized_targets(c, rng))[:n]
+        acc.append(home.region.contains(predictive(domain, observed, 5000, rng)).mean())
+    assert acc[0] < acc[1] < acc[2] and acc[2] > 0.9
+
+
+def test_looks_to_find_counts_until_the_first_hit_and_charges_a_miss_the_cap():
+    inside = np.array([[True, False, True], [False, False, True], [False, False, False]])
+    np.testing.assert_array_equal(looks_to_find(inside, 3), [1, 3, 3])
+    np.testing.assert_array_equal(looks_to_find(inside, 2), [1, 2, 2])
+
+
+def test_a_home_domain_keeps_the_general_data():
+    home = home_domain("cabinet", BoxRegion((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)))
+    a = home.general_dataset(50, 3)
+    b = homes("cabinet", 1)[0].general_dataset(50, 3)
+    np.testing.assert_array_equal(a.targets, b.targets)
+
+
+def test_the_quick_curve_has_every_row_and_the_cold_start_is_the_prior(tmp_path):
+    result = run_learning_curve(tmp_path, CurveSettings.quick(cutoffs=(0.6,)))
+    rows = result["rows"]
+    for n in (0, 2, 8):
+        names = {r["row"] for r in rows if r["observations"] == n and r["home"] == "thesis"}
+        want = {"general", "proposer", "limit"} | ({"scratch", "fine_tuned", "proposer_cut0.6"} if n else set())
+        assert names == want, (n, names)
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["coverage"] <= 1 and 1 <= r["looks_to_find"] <= 6
+    cold = {r["row"]: r for r in rows if r["observations"] == 0 and r["home"] == "thesis"}
+    assert cold["proposer"]["accuracy"] == cold["general"]["accuracy"]
+    assert (tmp_path / "learning_curve_cabinet.png").stat().st_size > 10_000
+    assert "| 8 | limit |" in (tmp_path / "results.md").read_text()
