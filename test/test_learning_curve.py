@@ -117,3 +117,36 @@ def test_the_quick_curve_has_every_row_and_the_cold_start_is_the_prior(tmp_path)
     assert cold["proposer"]["accuracy"] == cold["general"]["accuracy"]
     assert (tmp_path / "learning_curve_cabinet.png").stat().st_size > 10_000
     assert "| 8 | limit |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_context_summary_is_permutation_invariant_and_null_when_empty():
+    from dualdiff_ros.learning.in_context import SUMMARY_SIZE, summary
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(7, 3))
+    np.testing.assert_allclose(summary(x), summary(x[rng.permutation(7)]))
+    np.testing.assert_array_equal(summary(np.zeros((0, 3))), np.zeros(SUMMARY_SIZE))
+    assert summary(x)[0] > summary(x[:2])[0] > 0  # the count grows with the context
+    np.testing.assert_allclose(summary(x)[1:4], x.min(0))
+
+
+def test_fleet_rows_summarize_other_observations_of_the_same_home():
+    from dualdiff_ros.learning.in_context import SUMMARY_SIZE, fleet_rows
+
+    c, t = fleet_rows("cabinet", n_homes=30, points_per_home=20, rows_per_home=10, seed=1)
+    assert c.shape == (300, 3 + SUMMARY_SIZE) and t.shape == (300, 3)
+    local = t - c[:, :3]
+    has_context = c[:, 3] > 0
+    assert 0.05 < 1 - has_context.mean() < 0.3  # a share of the rows sees the null context
+    # a home's region is a box: the row's own target lies inside the box of its home, which its
+    # context bounds from inside, so the context's min/max are inside the general box
+    lo, hi = c[has_context, 4:7], c[has_context, 7:10]
+    assert (lo <= hi).all() and (lo >= GENERAL_BOX[0] - 1e-9).all() and (hi <= GENERAL_BOX[1] + 1e-9).all()
+    assert ((local >= GENERAL_BOX[0] - 1e-9) & (local <= GENERAL_BOX[1] + 1e-9)).all()
+
+
+def test_the_curve_can_run_the_home_aware_prior(tmp_path):
+    settings = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.0, 3.0))
+    result = run_learning_curve(tmp_path, settings)
+    names = {r["row"] for r in result["rows"] if r["observations"] == 4}
+    assert {"in_context", "in_context_w3"} <= names

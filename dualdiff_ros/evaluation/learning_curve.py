@@ -12,6 +12,8 @@ each of `test_conditions` held-out furniture poses:
   the prior, as the service answers a joint request with no specialist);
 - proposer_cut<f>: the same with the prior guiding only above f of the noise schedule (how much
   the prior should say may depend on N);
+- in_context[_w<g>]: the home-aware prior (learning/in_context.py) given the N observations in its
+  condition, no training per home; guidance g > 1 sharpens it towards them;
 - limit: the exact Bayes posterior predictive of the home family (evaluation/bayes_limit.py).
 
 Metrics: accuracy (in the home's region), coverage (Naeem et al., k = 5, against the home's own
@@ -29,6 +31,7 @@ import numpy as np
 
 from ..diffusion.proposer import Proposer
 from ..domains.homes import FAMILY_DOMAINS, homes
+from ..learning.in_context import context_conditions, fleet_rows, mark_context_block
 from ..model_store import Recipe, train_general, train_specialized
 from ..seeds import stream
 from ..serving import ranked
@@ -54,6 +57,12 @@ class CurveSettings:
     general_size: int = 55_398
     seed: int = 0
     cutoffs: tuple = ()                # extra proposer rows: general_min_t_fraction values
+    # The home-aware prior (learning/in_context.py): rows "in_context" (guidance 1) and
+    # "in_context_w<g>" for each further guidance scale; () = not trained.
+    context_guidance: tuple = ()
+    fleet_homes: int = 4000
+    fleet_points: int = 160
+    fleet_rows_per_home: int = 40
     recipe: Recipe = field(default_factory=Recipe)
     progress: bool = True
 
@@ -67,7 +76,8 @@ class CurveSettings:
     def quick(cls, **overrides) -> "CurveSettings":
         from ..recipes import recipe
         return replace(cls(homes=2, observations=(0, 2, 8), test_conditions=30, looks=6, reference=300,
-                           general_size=3000, recipe=recipe("quick"), progress=False), **overrides)
+                           general_size=3000, recipe=recipe("quick"), progress=False, fleet_homes=60,
+                           fleet_points=24, fleet_rows_per_home=20), **overrides)
 
 
 def looks_to_find(inside: np.ndarray, cap: int) -> np.ndarray:
@@ -113,7 +123,23 @@ def limit_samples(home, domain: str, observed_local: np.ndarray, conditions: np.
     return home.from_region_frame(np.repeat(conditions, k, axis=0), local).reshape(len(conditions), k, -1)
 
 
-def run_home(home, index: int, general, settings: CurveSettings) -> list[dict]:
+def in_context_samples(model, home, observed_local, conditions, k, seed, guidance: float) -> np.ndarray:
+    """The home-aware prior's proposals given the home's observations, best first."""
+    sampler = replace(Proposer().sampler, guidance=guidance)
+    conds = context_conditions(conditions, observed_local)
+    return propose_all_single(Proposer(sampler=sampler), model, conds, k, seed)
+
+
+def train_in_context(settings: CurveSettings):
+    """The home-aware prior on fleet data from the family (one per curve run)."""
+    s = settings
+    c, t = fleet_rows(s.domain, s.fleet_homes, s.fleet_points, s.fleet_rows_per_home, stream(s.seed, "fleet_data"))
+    model = train_general(s.domain, c, t, s.recipe, stream(s.seed, "train_general") + 1, s.progress)
+    mark_context_block(model)
+    return model
+
+
+def run_home(home, index: int, general, settings: CurveSettings, in_context=None) -> list[dict]:
     """Every row at every N for one home."""
     s = settings
     rng = np.random.default_rng(stream(s.seed, "observations") + 1000 * index)
@@ -150,6 +176,11 @@ def run_home(home, index: int, general, settings: CurveSettings) -> list[dict]:
                 found[f"proposer_cut{cut:g}"] = score_samples(
                     home, test, propose_all(cut_proposer, general, trained["fine_tuned"], test, s.looks, sampling),
                     reference_local, s.looks)
+        for w in s.context_guidance if in_context is not None else ():
+            name = "in_context" if w == 1 else f"in_context_w{w:g}"
+            found[name] = score_samples(home, test, in_context_samples(in_context, home, home.region_frame(c, t),
+                                                                       test, s.looks, sampling, w),
+                                        reference_local, s.looks)
         found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
                                                                  s.looks, sampling), reference_local, s.looks)
         for name, scores in found.items():
@@ -190,9 +221,10 @@ def run_learning_curve(output_dir, settings: CurveSettings | None = None) -> dic
     data = family[0].general_dataset(s.general_size, stream(s.seed, "general_data"))
     general = train_general(s.domain, data.conditions, data.targets, s.recipe, stream(s.seed, "train_general"),
                             s.progress)
+    in_context = train_in_context(s) if s.context_guidance else None
     rows = []
     for i, home in enumerate(family):
-        rows += run_home(home, i, general, s)
+        rows += run_home(home, i, general, s, in_context)
         result = {"study": "learning_curve", "domain": s.domain, "settings": asdict(s),
                   "homes": [{"name": h.name, "region": asdict(h.region)} for h in family],
                   "rows": rows, "summary": summarize(rows), "seconds": round(time.time() - start, 1)}

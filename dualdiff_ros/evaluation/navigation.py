@@ -40,7 +40,8 @@ DOMAIN = "navigate_to"
 MODEL_CONFIGURATIONS = ("general", "scratch", "fine_tuned", "joint", "fine_tuned_joint", "corrected", "proposer")
 # "proposer_no_map": the served proposer asked without a map. "*_map": the answer after the map check,
 # as the placement service gives it with a map (more candidates drawn, the best valid ones kept).
-CONFIGURATIONS = (*MODEL_CONFIGURATIONS, "proposer_no_map", "ring", "proposer_map", "ring_map")
+# "proposer_unguided": the served proposer with map guidance off (sampler.guidance 1).
+CONFIGURATIONS = (*MODEL_CONFIGURATIONS, "proposer_unguided", "proposer_no_map", "ring", "proposer_map", "ring_map")
 CHECKED = ("proposer_map", "ring_map")
 METRICS = ("validity", "validity_without_clutter", "success", "samples_to_first_valid", "spread", "coverage",
            "candidates_per_valid", "ms_per_query", "ms_single_query")
@@ -91,6 +92,11 @@ def study_configurations() -> dict:
     """
     configs = {name: configurations()[name] for name in MODEL_CONFIGURATIONS}
     configs["proposer_no_map"] = configs["proposer_map"] = configs["proposer"]
+    served = Proposer()
+    unguided = replace(served.sampler, guidance=1.0)
+    configs["proposer_unguided"] = ("proposer", ("general", "fine_tuned"), replace(
+        served, sampler=unguided, composition=replace(served.composition, sampler=replace(
+            served.composition.sampler, guidance=1.0))))
     configs["ring"] = configs["ring_map"] = ("ring", (), None)
     return configs
 
