@@ -148,7 +148,8 @@ def test_resume_after_an_interruption_reproduces_the_uninterrupted_weights(tmp_p
 
 def test_resume_after_kill_9_reproduces_the_uninterrupted_weights(tmp_path):
     state_path = tmp_path / "state.safetensors"
-    child = multiprocessing.get_context("spawn").Process(target=killed_run, args=(str(state_path), 12, torch.get_num_threads()))
+    child = multiprocessing.get_context("spawn").Process(target=killed_run,
+                                                         args=(str(state_path), 12, torch.get_num_threads()))
     child.start()
     child.join(60)
     assert child.exitcode == -9

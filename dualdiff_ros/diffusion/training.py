@@ -171,8 +171,8 @@ def run_training(model: DiffusionModel, rows, config: TrainConfig, data_sha256: 
         t = torch.randint(0, T, (batch,), generator=gen)[mine]
         noise = torch.randn((batch, model.target_dim), generator=gen)[mine]
         y0, c = rows.batch(idx[mine])
-        y0, c, t, noise = (v.to(cluster.device) for v in (y0, c, t, noise))
-        y_t = model.schedule.add_noise(y0, noise, t)
+        y_t = model.schedule.add_noise(y0, noise, t)  # on the CPU, where the schedule lives
+        y_t, c, t, noise = (v.to(cluster.device) for v in (y_t, c, t, noise))
         loss = torch.nn.functional.mse_loss(wrapped(y_t, t, c), noise)
         if hasattr(net, "auxiliary_loss"):
             loss = loss + net.auxiliary_loss()
