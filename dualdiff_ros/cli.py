@@ -1,6 +1,8 @@
 """`dualdiff`: one command line for training, experiments, benchmarks and the demo.
 
-    dualdiff train --domain cabinet --model-dir models [--recipe demo]
+    dualdiff train --domain cabinet --model-dir models [--recipe demo]   # = python -m dualdiff_ros.train
+    dualdiff navigate-data --output data/navigate-general  # the ~1.9M-point navigate-to set, as shards
+    dualdiff bench-train --output runs/bench-train      # samples/s, 1 vs 2 processes
     dualdiff experiment cabinet|round_table|overlap --output runs/cabinet [--quick]
     dualdiff learning-curve --domain cabinet --output runs/curve [--quick]
     dualdiff bench-2d --output runs/bench2d [--quick]
@@ -23,10 +25,24 @@ DEFAULT_MODEL_DIR = "artifacts/models"
 
 
 def _train(args) -> int:
-    from .training_jobs import train_domain
-    for domain in args.domain:
-        train_domain(domain, args.model_dir, args.recipe, seed=args.seed, force=args.force)
+    from .train import run  # one implementation with `torchrun -m dualdiff_ros.train`
+    return run(args)
+
+
+def _navigate_data(args) -> int:
+    from .fleet import write_navigation_shards
+    from .recipes import recipe
+    shards = write_navigation_shards(args.output, args.tasks, recipe(args.recipe, "navigate_to"), args.seed,
+                                     args.workers, args.chunk, args.rows_per_shard)
+    meta = shards.meta
+    print(f"wrote {args.output}: {len(shards)} points of {meta['tasks']} tasks in {meta['generation_seconds']} s "
+          f"({meta['points_per_second']} points/s, {meta['workers']} workers), data sha256 {shards.data_sha256[:12]}")
     return 0
+
+
+def _bench_train(args) -> int:
+    from .evaluation.train_benchmark import run_from_args
+    return run_from_args(args)
 
 
 def _experiment(args) -> int:
@@ -97,14 +113,26 @@ def build_parser() -> argparse.ArgumentParser:
                         help="torch intra-op threads (default 1, or $DUALDIFF_THREADS)")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train the general prior and the fine-tuned specialized model of domains")
-    p.add_argument("--domain", nargs="+", default=["cabinet", "round_table"],
-                   choices=["cabinet", "round_table", "navigate_to"])
-    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="ModelStore folder (default %(default)s)")
-    p.add_argument("--recipe", default="demo", choices=RECIPES, help="model size and training length")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--force", action="store_true", help="retrain even if checkpoints of this recipe exist")
+    from . import train
+    p = sub.add_parser("train", help="train the general prior and the fine-tuned specialized model of domains "
+                                     "(also under torchrun: python -m dualdiff_ros.train)")
+    train.add_arguments(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("navigate-data", help="the full navigate-to general data set (~1.9M points) as shards")
+    p.add_argument("--output", required=True, help="new folder for the shard set")
+    p.add_argument("--tasks", type=int, default=69_000, help="simulator tasks (69,000: ~1.9M points)")
+    p.add_argument("--recipe", default="full", choices=RECIPES, help="whose map patch and dropout the rows carry")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2, help="generating processes")
+    p.add_argument("--chunk", type=int, default=50, help="tasks per job")
+    p.add_argument("--rows-per-shard", type=int, default=65_536)
+    p.set_defaults(func=_navigate_data)
+
+    p = sub.add_parser("bench-train", help="training samples/s with 1 and 2 processes at one global batch")
+    from .evaluation import train_benchmark
+    train_benchmark.add_arguments(p)
+    p.set_defaults(func=_bench_train)
 
     p = sub.add_parser("experiment", help="a specialization study: every configuration, several seeds")
     p.add_argument("study", choices=["cabinet", "round_table", "overlap"])

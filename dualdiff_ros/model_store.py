@@ -16,10 +16,12 @@ from pathlib import Path
 import numpy as np
 
 from .diffusion.checkpoint import load_checkpoint, save_checkpoint
+from .diffusion.cluster import Cluster, share_normalizer
 from .diffusion.model import DiffusionModel, model_space_targets
 from .diffusion.normalizer import Normalizer
 from .diffusion.proposer import calibrate_plausibility
 from .diffusion.schedules import NoiseSchedule
+from .diffusion.train_state import StateFile
 from .diffusion.training import TrainConfig, fine_tune, train
 
 _TASK = re.compile(r"[A-Za-z0-9_\-]{0,64}")
@@ -81,13 +83,21 @@ class Recipe:
 
 
 def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,
-                  seed: int = 0, progress: bool = True) -> DiffusionModel:
-    """A general prior; its normalizers are fitted here and inherited by every specialization."""
+                  seed: int = 0, progress: bool = True, cluster: Cluster | None = None,
+                  state: StateFile | None = None) -> DiffusionModel:
+    """A general prior; its normalizers are fitted here and inherited by every specialization.
+
+    With a `cluster`, every rank passes the same data, rank 0's normalizers are used by all and
+    each rank trains on its share of every batch (training.run_training).
+    """
+    cluster = cluster or Cluster()
     local = model_space_targets(conditions, targets, recipe.relative_targets)
     model = DiffusionModel.create(recipe.architecture, NoiseSchedule(**recipe.schedule),
-                                  Normalizer.fit(local), Normalizer.fit(conditions),
+                                  share_normalizer(cluster, Normalizer.fit(local)),
+                                  share_normalizer(cluster, Normalizer.fit(conditions)),
                                   {"domain": domain, "role": "general"}, recipe.relative_targets)
-    train(model, conditions, targets, replace(recipe.general, seed=seed, progress=progress))
+    train(model, conditions, targets, replace(recipe.general, seed=seed, progress=progress), cluster=cluster,
+          state=state)
     if recipe.serving:
         model.metadata["serving"] = dict(recipe.serving)
     calibrate_plausibility(model, conditions, targets, seed)

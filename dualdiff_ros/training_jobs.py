@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from .diffusion.checkpoint import CheckpointError, read_header
+from .diffusion.cluster import Cluster
+from .diffusion.train_state import StateFile
 from .domains import get_domain
 from .model_store import ModelStore, Recipe, save, train_general, train_specialized
 from .navigate_to import STATE_SIZE, PatchSpec, conditions, drop_maps
@@ -34,23 +36,38 @@ def trained_with(path, recipe_name: str) -> bool:
 
 
 def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 0, force: bool = False,
-                 progress: bool = True) -> dict:
-    """Train (or reuse) the domain's general prior and specialized model; returns their versions."""
+                 progress: bool = True, cluster: Cluster | None = None, state_every: int = 0,
+                 resume: bool = False) -> dict:
+    """Train (or reuse) the domain's general prior and specialized model; returns their versions.
+
+    Under torchrun every rank calls this with the same arguments: all train the prior together
+    (`cluster`), rank 0 alone fine-tunes the specialized model and writes both. With
+    `state_every` > 0 the prior's resumable state is written every that many steps beside it;
+    `resume` continues from it.
+    """
+    cluster = cluster or Cluster()
+    say = print if cluster.is_main else (lambda *a, **k: None)
     store = ModelStore(model_dir)
     paths = (store.general_path(domain), store.specialized_path(domain))
     if not force and all(trained_with(p, recipe_name) for p in paths):
-        print(f"[train] {domain}: reusing {paths[0]} and {paths[1]} (recipe {recipe_name}); --force retrains")
+        say(f"[train] {domain}: reusing {paths[0]} and {paths[1]} (recipe {recipe_name}); --force retrains")
         return {"general": read_header(paths[0])["metadata"]["version"],
                 "specialized": read_header(paths[1])["metadata"]["version"]}
+    state = StateFile(state_path(paths[0]), state_every, resume) if state_every or resume else None
     if domain == "navigate_to":
-        return train_navigation(model_dir, recipe_name, seed)
+        return train_navigation(model_dir, recipe_name, seed, cluster=cluster, state=state)
     recipe = named_recipe(recipe_name)
     dom = get_domain(domain)
     general_data = dom.general_dataset(GENERAL_SIZE, stream(seed, "general_data"))
     special_data = dom.specialized_dataset(SPECIALIZED_SIZE, stream(seed, "specialized_data"))
     start = time.perf_counter()
-    print(f"[train] {domain}: general prior on {len(general_data)} pairs (recipe {recipe_name})")
-    general = train_general(domain, general_data.conditions, general_data.targets, recipe, seed, progress)
+    say(f"[train] {domain}: general prior on {len(general_data)} pairs (recipe {recipe_name}, "
+        f"{cluster.world_size} process(es))")
+    general = train_general(domain, general_data.conditions, general_data.targets, recipe, seed,
+                            progress and cluster.is_main, cluster, state)
+    if not cluster.is_main:
+        cluster.barrier()  # rank 0 fine-tunes and writes; the others wait so that all end together
+        return {}
     general.metadata["recipe"] = recipe_name
     versions = {"general": save(general, paths[0])}
     print(f"[train] {domain}: specialized model, fine-tuned on {len(special_data)} observations")
@@ -60,7 +77,13 @@ def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 
     versions["specialized"] = save(special, paths[1])
     print(f"[train] {domain}: wrote {paths[0]} ({versions['general']}) and {paths[1]} "
           f"({versions['specialized']}) in {time.perf_counter() - start:.0f} s")
+    cluster.barrier()
     return versions
+
+
+def state_path(general_path) -> Path:
+    """Where the general prior's resumable training state lives: beside the checkpoint."""
+    return Path(general_path).with_suffix(".train-state.safetensors")
 
 
 # ---- navigate-to -----------------------------------------------------------------------------
@@ -120,12 +143,13 @@ def mark_map_block(model, recipe: Recipe) -> None:
 
 
 def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
-                            needed: tuple = ("scratch", "fine_tuned"), progress: bool = False) -> dict:
+                            needed: tuple = ("scratch", "fine_tuned"), progress: bool = False,
+                            cluster: Cluster | None = None, state: StateFile | None = None) -> dict:
     """The navigate-to general prior, and the ball model from scratch and/or the ball fine-tune, for one seed."""
     general_conditions, general_targets = navigation_conditions(general_data, recipe, stream(seed, "general_data"),
                                                                 progress)
     general = train_general(NAVIGATE_TO, general_conditions, general_targets, recipe,
-                            stream(seed, "train_general"), progress)
+                            stream(seed, "train_general"), progress, cluster, state)
     if recipe.perception:
         mark_map_block(general, recipe)
     models = {"general": general}
@@ -165,12 +189,17 @@ def save_navigation_models(models: dict, model_dir, method: str = "fine_tune", r
 
 
 def train_navigation(model_dir, recipe_name: str = "full", seed: int = 0, data_dir=None,
-                     method: str = "fine_tune") -> dict:
+                     method: str = "fine_tune", cluster: Cluster | None = None, state: StateFile | None = None) -> dict:
     """`dualdiff train --domain navigate_to`: one seed's models of a recipe into ModelStore(model_dir)."""
     from .sim.dataset import FULL_SPECIALIZED_TEST_TASKS, FULL_SPECIALIZED_TRAIN_TASKS
 
     sizes = {"train_tasks": FULL_SPECIALIZED_TRAIN_TASKS, "test_tasks": FULL_SPECIALIZED_TEST_TASKS,
              **NAVIGATION_DATA[recipe_name]}
     general_data, ball_train, _ = load_navigation_data(**sizes, data_dir=data_dir)
-    models = train_navigation_models(general_data, ball_train, named_recipe(recipe_name, NAVIGATE_TO), seed)
-    return save_navigation_models(models, model_dir, method, recipe_name)
+    cluster = cluster or Cluster()
+    needed = ("scratch", "fine_tuned") if cluster.is_main else ()  # only rank 0 trains the ball models
+    models = train_navigation_models(general_data, ball_train, named_recipe(recipe_name, NAVIGATE_TO), seed,
+                                     needed, cluster=cluster, state=state)
+    versions = save_navigation_models(models, model_dir, method, recipe_name) if cluster.is_main else {}
+    cluster.barrier()
+    return versions

@@ -19,9 +19,11 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .cluster import Cluster
 from .lora import add_lora, merge_lora
 from .model import DiffusionModel
 from .sampling import target_moments
+from .train_state import StateFile, check_compatible, load_optimizer, load_state, optimizer_tensors, save_state
 
 DIVERGED_HINT = "an observation may be absurd: list and forget it"
 _OVERFLOW = " (the raw value is too large for float32 once normalized)"
@@ -79,10 +81,12 @@ def data_digest(conditions: np.ndarray | None, targets: np.ndarray) -> str:
 
 
 def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndarray,
-          config: TrainConfig, on_step=None) -> TrainResult:
+          config: TrainConfig, on_step=None, cluster: Cluster | None = None,
+          state: StateFile | None = None) -> TrainResult:
     """Train `model` in place; its denoiser ends holding the EMA weights.
 
-    `on_step(step, total, loss)` is called every epoch (progress for a ROS topic).
+    `on_step(step, total, loss)` is called every epoch (progress for a ROS topic). Every rank of
+    `cluster` passes the same data; each trains on its share of every global batch (run_training).
     """
     config.validate()
     targets = np.asarray(targets, dtype=np.float64)
@@ -92,8 +96,6 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
     if conditions is not None and (model.condition_dim or model.relative_targets):
         conditions = np.asarray(conditions, dtype=np.float64)
         _check_finite("conditions", conditions)
-    torch.manual_seed(config.seed)
-    gen = torch.Generator().manual_seed(config.seed)
     y_all = model.encode_targets(conditions, targets)
     _check_finite("normalized targets", y_all.numpy(), _OVERFLOW)
     # Recorded once, from the data a model is first trained on (a fine-tune keeps its prior's).
@@ -103,42 +105,85 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
         _check_finite("normalized conditions", c_all.numpy(), _OVERFLOW)
     else:
         c_all = torch.zeros(len(y_all), 0)
-    n = len(y_all)
+    digest = data_digest(conditions if model.condition_dim else None, targets)
+    return run_training(model, TensorRows(y_all, c_all), config, digest, on_step, cluster, state)
+
+
+class TensorRows:
+    """Normalized training rows held in memory: batch(indices) -> (y0, c)."""
+
+    def __init__(self, y: torch.Tensor, c: torch.Tensor):
+        self.y, self.c = y, c
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+    def batch(self, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.y[idx], self.c[idx]
+
+
+def run_training(model: DiffusionModel, rows, config: TrainConfig, data_sha256: str, on_step=None,
+                 cluster: Cluster | None = None, state: StateFile | None = None) -> TrainResult:
+    """The training loop, for one process or every rank of a torch.distributed group.
+
+    `rows.batch(indices)` gives normalized (y0, c) of those rows (TensorRows, or shards read
+    lazily). Every rank draws the same permutation, timesteps and noise for the whole global
+    batch from one seeded generator and trains on its own slice of it (Cluster.share);
+    DistributedDataParallel averages the gradients, so N ranks with equal slices follow one
+    process with the same global batch up to float reduction order, and the EMA, clipped
+    gradients and optimizer steps are the same on every rank. With `state`, rank 0 writes the
+    resumable state every `state.every` steps and at the end; `state.resume` continues from it.
+    """
+    config.validate()
+    cluster = cluster or Cluster()
+    torch.manual_seed(config.seed)
+    gen = torch.Generator().manual_seed(config.seed)
+    n = len(rows)
     batch = min(config.batch_size, n)
+    mine = cluster.share(batch)
     steps_per_epoch = max(1, n // batch)
     total = config.steps or config.epochs * steps_per_epoch
     net = model.denoiser
-    net.train()
+    net.to(cluster.device).train()
     ema = copy.deepcopy(net).eval()
-    opt = torch.optim.AdamW([p for p in net.parameters() if p.requires_grad], lr=config.lr,
-                            weight_decay=config.weight_decay)
+    trainable = [p for p in net.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     sched = _lr_scheduler(opt, config, total, steps_per_epoch)
     T = model.schedule.num_steps
-    result = TrainResult(data_sha256=data_digest(conditions if model.condition_dim else None, targets))
-    start, window = time.perf_counter(), []
-    bar = tqdm(range(total), desc=config.description, disable=not config.progress, leave=False, mininterval=1.0)
+    result = TrainResult(data_sha256=data_sha256)
+    identity = {"config": asdict(config), "data_sha256": data_sha256, "num_examples": n, "global_batch": batch,
+                "total_steps": total}
     perm = torch.randperm(n, generator=gen)
-    cursor = 0
+    cursor, first, window = 0, 0, []
+    if state is not None and state.resume and state.path.exists():
+        first, cursor, perm, window = _restore(state.path, identity, net, ema, opt, sched, gen, result)
+        if cluster.is_main:
+            print(f"[train] {config.description}: resuming from step {first}/{total} ({state.path})")
+    start = time.perf_counter()
+    wrapped = cluster.wrap(net)
+    bar = tqdm(range(first, total), desc=config.description, disable=not (config.progress and cluster.is_main),
+               leave=False, mininterval=1.0, initial=first, total=total)
     for step in bar:
         if cursor + batch > n:
             perm, cursor = torch.randperm(n, generator=gen), 0
         idx = perm[cursor:cursor + batch]
         cursor += batch
-        y0, c = y_all[idx], c_all[idx]
-        t = torch.randint(0, T, (len(idx),), generator=gen)
-        noise = torch.randn(y0.shape, generator=gen)
-        y_t = model.schedule.add_noise(y0, noise, t)
-        loss = torch.nn.functional.mse_loss(net(y_t, t, c), noise)
+        t = torch.randint(0, T, (batch,), generator=gen)[mine]
+        noise = torch.randn((batch, model.target_dim), generator=gen)[mine]
+        y0, c = rows.batch(idx[mine])
+        y_t = model.schedule.add_noise(y0, noise, t)  # on the CPU, where the schedule lives
+        y_t, c, t, noise = (v.to(cluster.device) for v in (y_t, c, t, noise))
+        loss = torch.nn.functional.mse_loss(wrapped(y_t, t, c), noise)
         if hasattr(net, "auxiliary_loss"):
             loss = loss + net.auxiliary_loss()
-        value = loss.item()
+        value = cluster.mean(loss.detach()).item()  # the global batch's loss, on every rank
         if not np.isfinite(value):
             raise TrainingDiverged(f"{config.description}: loss is {value} at step {step + 1}/{total} "
                                    f"(epoch {step // steps_per_epoch + 1}); {DIVERGED_HINT}")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         if config.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.requires_grad], config.grad_clip)
+            torch.nn.utils.clip_grad_norm_(trainable, config.grad_clip)
         opt.step()
         sched.step()
         if step % config.ema_every == 0:
@@ -153,20 +198,53 @@ def train(model: DiffusionModel, conditions: np.ndarray | None, targets: np.ndar
             bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
             if on_step is not None:
                 on_step(step + 1, total, result.losses[-1])
+        done = step + 1
+        if state is not None and cluster.is_main and (done == total or (state.every and done % state.every == 0)):
+            _save(state.path, identity, done, cursor, perm, window, net, ema, opt, sched, gen, result, cluster)
+    bar.close()
     net.load_state_dict(ema.state_dict())
-    net.eval()
+    net.to("cpu").eval()
     bad = _non_finite_weights(net)
     if bad:
         raise TrainingDiverged(f"{config.description}: weights {', '.join(bad[:3])} are not finite after "
                                f"{total} steps; {DIVERGED_HINT}")
     result.steps = total
     result.seconds = time.perf_counter() - start
-    model.metadata.setdefault("training", []).append(
-        {**asdict(config), "data_sha256": result.data_sha256, "num_examples": n,
-         "final_loss": result.losses[-1], "seconds": round(result.seconds, 2),
-         "losses": [round(v, 6) for v in result.losses]})
+    record = {**asdict(config), "data_sha256": result.data_sha256, "num_examples": n,
+              "final_loss": result.losses[-1], "seconds": round(result.seconds, 2),
+              "losses": [round(v, 6) for v in result.losses]}
+    record.update(world_size=cluster.world_size, global_batch=batch)
+    if cluster.distributed:
+        record.update(backend=cluster.backend, device=cluster.device.type)
+    if first:
+        record["resumed_at_step"] = first
+    model.metadata.setdefault("training", []).append(record)
     model.metadata["data_sha256"] = result.data_sha256
     return result
+
+
+def _save(path, identity, done, cursor, perm, window, net, ema, opt, sched, gen, result, cluster) -> None:
+    opt_json, opt_tensors = optimizer_tensors(opt)
+    header = {**identity, "step": done, "cursor": cursor, "window": window, "losses": result.losses,
+              "scheduler": sched.state_dict(), "optimizer": opt_json, "world_size": cluster.world_size}
+    tensors = {**{f"net.{k}": v for k, v in net.state_dict().items()},
+               **{f"ema.{k}": v for k, v in ema.state_dict().items()}, **opt_tensors,
+               "perm": perm, "rng.batches": gen.get_state(), "rng.torch": torch.get_rng_state()}
+    save_state(path, header, tensors)
+
+
+def _restore(path, identity, net, ema, opt, sched, gen, result):
+    header, tensors = load_state(path)
+    check_compatible(path, header, identity)
+    device = next(net.parameters()).device
+    net.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("net.")})
+    ema.load_state_dict({k[4:]: v.to(device) for k, v in tensors.items() if k.startswith("ema.")})
+    load_optimizer(opt, header["optimizer"], tensors)
+    sched.load_state_dict(header["scheduler"])
+    gen.set_state(tensors["rng.batches"])
+    torch.set_rng_state(tensors["rng.torch"])
+    result.losses = list(header["losses"])
+    return int(header["step"]), int(header["cursor"]), tensors["perm"], list(header["window"])
 
 
 def fine_tune(general: DiffusionModel, conditions, targets, config: TrainConfig,

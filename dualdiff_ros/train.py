@@ -1,0 +1,85 @@
+"""`python -m dualdiff_ros.train`: `dualdiff train`, as one process or as one rank of many.
+
+    python -m dualdiff_ros.train --domain cabinet --model-dir models --recipe quick
+    torchrun --standalone --nproc-per-node 2 -m dualdiff_ros.train --domain cabinet --model-dir models
+    torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \
+        -m dualdiff_ros.train --domain navigate_to --recipe full --data DATA --model-dir models
+
+`dualdiff train` runs `run` below in one process (world size 1: the same code, no process group).
+Under torchrun each rank joins the group (gloo on CPU, NCCL on CUDA), trains the general prior on
+its share of every global batch, and rank 0 writes the checkpoints, the resumable state, the logs
+and the progress bar. Torch uses one thread per process unless --threads says otherwise.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+DEFAULT_MODEL_DIR = "artifacts/models"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options of `dualdiff train`, shared with `python -m dualdiff_ros.train`."""
+    from .diffusion.cluster import DEVICES
+    from .recipes import RECIPES
+
+    p.add_argument("--domain", nargs="+", default=["cabinet", "round_table"],
+                   choices=["cabinet", "round_table", "navigate_to"])
+    p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="ModelStore folder (default %(default)s)")
+    p.add_argument("--recipe", default="demo", choices=RECIPES, help="model size and training length")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force", action="store_true", help="retrain even if checkpoints of this recipe exist")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="navigate_to: train the general prior on this shard set (`dualdiff navigate-data`)")
+    p.add_argument("--device", default="auto", choices=DEVICES,
+                   help="auto: CUDA (NCCL) where torch sees a GPU, else CPU (gloo)")
+    p.add_argument("--state-every", type=int, default=500, metavar="K",
+                   help="write the prior's resumable training state every K steps (0: only at the end)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the prior from its training state (after an interruption, also kill -9)")
+    return p
+
+
+def run(args) -> int:
+    """Train every domain of `args` with the processes torchrun started (or this one alone)."""
+    from .diffusion.cluster import Cluster
+
+    cluster = Cluster.start(args.device)
+    try:
+        if cluster.is_main and cluster.distributed:
+            print(f"[train] {cluster.world_size} processes, backend {cluster.backend}, device {cluster.device.type}")
+        for domain in args.domain:
+            if args.data is not None:
+                if domain != "navigate_to":
+                    raise ValueError(f"--data (a shard set) is for --domain navigate_to, not {domain}")
+                from .fleet import train_navigation_sharded
+                train_navigation_sharded(args.model_dir, args.recipe, args.seed, args.data, cluster,
+                                         args.state_every, args.resume, progress=cluster.is_main)
+                continue
+            from .training_jobs import train_domain
+            train_domain(domain, args.model_dir, args.recipe, seed=args.seed, force=args.force or args.resume,
+                         progress=cluster.is_main, cluster=cluster, state_every=args.state_every, resume=args.resume)
+    finally:
+        cluster.close()
+    return 0
+
+
+def main(argv=None) -> int:
+    from .runtime import limit_torch_threads
+
+    parser = argparse.ArgumentParser(prog="python -m dualdiff_ros.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads per process (default 1, or $DUALDIFF_THREADS)")
+    args = add_arguments(parser).parse_args(argv)
+    try:
+        limit_torch_threads(args.threads)
+        return run(args)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"dualdiff train: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
