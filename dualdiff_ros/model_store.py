@@ -2,6 +2,7 @@
 
 Layout under one root folder:
     <root>/<domain>/general.safetensors
+    <root>/<domain>/home_aware.safetensors             (optional: `dualdiff train --home-aware`)
     <root>/<domain>/specialized.safetensors            (task "")
     <root>/<domain>/specialized-<task>.safetensors     (a named task)
 A specialized model always shares its general prior's normalizers and schedule, so the
@@ -45,6 +46,10 @@ class ModelStore:
 
     def general_path(self, domain: str) -> Path:
         return self.root / domain / "general.safetensors"
+
+    def home_aware_path(self, domain: str) -> Path:
+        """The home-aware prior (learning/in_context.py), beside the general prior."""
+        return self.root / domain / "home_aware.safetensors"
 
     def specialized_path(self, domain: str, task: str = "") -> Path:
         task = check_task(task)

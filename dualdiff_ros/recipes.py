@@ -23,6 +23,10 @@ NAVIGATION_DATA = {"full": {"general_tasks": 5000}, "demo": {"general_tasks": 15
                    "quick": {"general_tasks": 100, "train_tasks": 6, "test_tasks": 8}}
 
 
+# The home-aware prior's fleet data per recipe: (homes, observations per home, training rows per home).
+HOME_AWARE_FLEET = {"full": (4000, 160, 40), "demo": (2000, 160, 40), "quick": (60, 24, 20)}
+
+
 def recipe(name: str, domain: str = "cabinet") -> Recipe:
     """The recipe `name` for `domain` (navigate_to has its own; every synthetic domain shares one)."""
     if name not in RECIPES:

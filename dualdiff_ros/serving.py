@@ -27,6 +27,9 @@ from .diffusion.proposer import MODES, FallbackPolicy, Proposer, default_sampler
 from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
 from .domains import SERVED_DOMAINS
+from .domains.homes import home_frame
+from .learning.in_context import SUMMARY_SIZE
+from .learning.in_context import summary as context_summary
 from .limits import DEFAULT_MARGIN, PlausibleRange
 from .maps import OccupancyMap
 from .model_store import ModelStore, check_task
@@ -35,6 +38,8 @@ from .model_store import ModelStore, check_task
 RESULT_OK, RESULT_INVALID_REQUEST, RESULT_MODEL_UNAVAILABLE, RESULT_INTERNAL_ERROR = 0, 1, 2, 3
 RESULT_NO_VALID_PROPOSAL = 4
 MAPPED_DOMAINS = ("navigate_to",)  # domains whose answers are checked against the robot's map
+HOME_AWARE = "home_aware"           # the mode (and model slot) of the home-aware prior
+SERVICE_MODES = (*MODES, HOME_AWARE)
 MAX_NAME_BYTES = 64   # domain, task and mode are short names; anything longer is refused unread
 QUOTE_CHARS = 32      # at most this much of an untrusted string goes into a message or a log line
 STATE_MEANING = {"cabinet": "the cabinet's x, y, z", "round_table": "the table's x, y, z",
@@ -126,6 +131,15 @@ SERVICE_SETTINGS = (
     Setting("distinct.oversample", 4.0, "Requests with min_separation > 0: candidates drawn per proposal asked "
             "for, of which the best-scored ones at least min_separation apart are returned.",
             float_range=(1.0, 16.0)),
+    Setting("home_aware.enabled", True, "Joint requests for a home with few observations are answered from "
+            "the home-aware prior (when one is loaded: `dualdiff train --home-aware`), which reads the home's "
+            "observations from its condition: no training needed (docs/RESULTS.md, section 8)."),
+    Setting("home_aware.max_observations", 16, "The home-aware prior answers joint requests while the home has "
+            "1 to this many observations; from then on the fine-tuned specialist composed with the general prior "
+            "does (measured crossing: docs/RESULTS.md, section 8).", int_range=(0, 1_000_000)),
+    Setting("home_aware.guidance", 1.5, "Classifier-free guidance on the home's observations: 1 = the plain "
+            "posterior predictive (widest), above 1 sharper (more accurate, less coverage).",
+            float_range=(0.0, 20.0)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
             "simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
@@ -174,6 +188,35 @@ class Refused(Exception):
         self.result = result
 
 
+class HomeContexts:
+    """What the service knows of each home's observations: (domain, task) -> (count, summary).
+
+    Fed by the specialized node (every acknowledged or forgotten observation updates it), read by
+    the home-aware prior's answers; the summary is learning.in_context.summary of the observations
+    in the home family's frame.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._contexts: dict[tuple[str, str], tuple[int, np.ndarray]] = {}
+
+    def put(self, domain: str, task: str, count: int, summary) -> None:
+        summary = np.asarray(summary, dtype=np.float64).reshape(-1)
+        if summary.shape != (SUMMARY_SIZE,) or not np.isfinite(summary).all() or count < 0:
+            raise ValueError(f"a home context is {SUMMARY_SIZE} finite numbers and a count >= 0 "
+                             f"(got {summary.size} numbers, count {count})")
+        with self._lock:
+            self._contexts[(domain, task)] = (int(count), summary)
+
+    def put_observations(self, domain: str, task: str, conditions, targets) -> None:
+        local = home_frame(domain, np.asarray(conditions).reshape(-1, 3), np.asarray(targets).reshape(-1, 3))
+        self.put(domain, task, len(local), context_summary(local))
+
+    def get(self, domain: str, task: str) -> tuple[int, np.ndarray]:
+        with self._lock:
+            return self._contexts.get((domain, task), (0, np.zeros(SUMMARY_SIZE)))
+
+
 class ModelSlots:
     """Loaded models by (role, domain, task). A request takes its pair in one locked read."""
 
@@ -194,6 +237,10 @@ class ModelSlots:
     def refusal(self, key: tuple[str, str, str]) -> str:
         with self._lock:
             return self._refused.get(key, "")
+
+    def get(self, key: tuple[str, str, str]) -> DiffusionModel | None:
+        with self._lock:
+            return self._models.get(key)
 
     def pair(self, domain: str, task: str):
         with self._lock:
@@ -232,7 +279,7 @@ def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> Diffusi
         raise CheckpointError(f"{path} is a model of {wrong}, not of {want}: refused for this slot")
     state_size, target_size = SERVED_DOMAINS[domain]
     spec = navigate_to.spec_of(model) if domain in MAPPED_DOMAINS else None
-    condition_size = state_size + (spec.feature_dim if spec else 0)
+    condition_size = state_size + (spec.feature_dim if spec else 0) + (SUMMARY_SIZE if role == HOME_AWARE else 0)
     if (model.condition_dim, model.target_dim) != (condition_size, target_size):
         raise CheckpointError(f"{path} maps {model.condition_dim} numbers to {model.target_dim}, "
                               f"{domain} needs {condition_size} -> {target_size}")
@@ -266,6 +313,7 @@ class PlacementService:
     def __init__(self, model_dir, values: dict | None = None):
         self.store = ModelStore(model_dir)
         self.slots = ModelSlots()
+        self.contexts = HomeContexts()
         self.configure(values or defaults())
 
     def configure(self, values: dict) -> None:
@@ -299,6 +347,9 @@ class PlacementService:
         if not (math.isfinite(min_separation) and min_separation >= 0):
             raise Refused(RESULT_INVALID_REQUEST, f"min_separation {min_separation} must be a finite distance >= 0 "
                           "(0 = proposals may lie close together)")
+        home = self._home_aware(domain, task, mode, values)
+        if home is not None:
+            return self._answer_home_aware(home, domain, task, state, num_samples, seed, values, min_separation)
         mode, note = self._resolve_mode(domain, task, mode, general, specialized, bool(values["fallback_to_general"]))
         notes = [note]
         wanted = num_samples
@@ -310,7 +361,7 @@ class PlacementService:
         model = general if mode != "specialized" else specialized
         condition = navigate_to.model_conditions(model, state[None], grid)[0]
         drawn = navigate_to.candidates_for(num_samples, float(values["map.oversample"])) if grid else num_samples
-        cost = proposer.passes_per_sample(model.schedule, mode) * drawn
+        cost = proposer.passes_per_sample(model.schedule, mode, guided=has_block(model)) * drawn
         budget = int(values["budget.max_sample_passes"])
         if cost > budget:
             raise Refused(RESULT_INVALID_REQUEST, f"this request costs {cost} network passes x proposals "
@@ -358,6 +409,52 @@ class PlacementService:
                       navigate_to.pose_yaws(state, targets) if domain in MAPPED_DOMAINS else None,
                       drawn, valid)
 
+    def _home_aware(self, domain: str, task: str, mode: str, values: dict):
+        """(model, count, summary) when the home-aware prior answers this request, else None.
+
+        Mode "home_aware" asks for it (MODEL_UNAVAILABLE without one); a joint request gets it while
+        the home has 1..home_aware.max_observations observations and the model is loaded.
+        """
+        model = self.slots.get((HOME_AWARE, domain, ""))
+        count, summary = self.contexts.get(domain, task)
+        if mode == HOME_AWARE:
+            if model is None:
+                raise Refused(RESULT_MODEL_UNAVAILABLE, f"no home-aware prior loaded for {domain}: expected "
+                              f"{self.store.home_aware_path(domain)}; create it with `dualdiff train --domain "
+                              f"{domain} --home-aware`")
+            return model, count, summary
+        if (mode == "joint" and model is not None and bool(values["home_aware.enabled"])
+                and 1 <= count <= int(values["home_aware.max_observations"])):
+            return model, count, summary
+        return None
+
+    def _answer_home_aware(self, home, domain, task, state, num_samples, seed, values, min_separation) -> Answer:
+        """Proposals of the home-aware prior given the home's observations (no specialist involved)."""
+        model, count, summary = home
+        proposer = self.proposer
+        guided = replace(proposer, sampler=replace(proposer.sampler, guidance=float(values["home_aware.guidance"])))
+        drawn = navigate_to.candidates_for(num_samples, float(values["distinct.oversample"])) if min_separation > 0 \
+            else num_samples
+        cost = guided.passes_per_sample(model.schedule, "specialized", guided=has_block(model)) * drawn
+        if cost > int(values["budget.max_sample_passes"]):
+            raise Refused(RESULT_INVALID_REQUEST, f"this request costs {cost} network passes x proposals ({drawn} "
+                          f"proposals from the home-aware prior): more than budget.max_sample_passes = "
+                          f"{values['budget.max_sample_passes']}; ask for fewer proposals")
+        condition = np.concatenate([state, summary])
+        out = guided.propose(None, model, condition, drawn, "specialized", seed or secrets.randbelow(2**31 - 1) + 1)
+        targets, scores = ranked(out.targets, out.scores)
+        notes = [f"answered from the home-aware prior with this home's {count} observation(s)"]
+        if min_separation > 0:
+            targets, scores = distinct(targets, scores, num_samples, min_separation)
+            if len(targets) < num_samples:
+                notes.append(f"only {len(targets)} of {num_samples} proposals are at least {min_separation:g} apart "
+                             f"(of {drawn} drawn)")
+        if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
+            raise Refused(RESULT_INTERNAL_ERROR, "the home-aware prior gave non-finite proposals for this state: "
+                          "its checkpoint is broken; retrain it (nothing was returned)")
+        return Answer(targets, scores, HOME_AWARE, "; ".join(notes), {}, model.metadata.get("version", ""), "",
+                      None, drawn, len(targets))
+
     def _resolve_mode(self, domain, task, mode, general, specialized, general_without_specialist: bool):
         """The mode to run and a note when it differs; Refused when a needed model is missing."""
         if general is None and mode in ("joint", "general"):
@@ -378,6 +475,11 @@ class PlacementService:
                 return "general", hint + "; answered from the general prior"
             raise Refused(RESULT_MODEL_UNAVAILABLE, hint)
         return mode, ""
+
+
+def has_block(model: DiffusionModel) -> bool:
+    """Whether guidance changes this model's answers (it has a droppable condition block)."""
+    return bool(model.metadata.get("droppable_condition"))
 
 
 def ranked(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -415,8 +517,9 @@ def check_names(domain: str, task: str, mode: str) -> tuple[str, str, str]:
     except ValueError as err:
         raise Refused(RESULT_INVALID_REQUEST, str(err)) from err
     mode = mode or "joint"
-    if mode not in MODES:
-        raise Refused(RESULT_INVALID_REQUEST, f"unknown mode {quote(mode)}: use '' or one of {', '.join(MODES)}")
+    if mode not in SERVICE_MODES:
+        raise Refused(RESULT_INVALID_REQUEST, f"unknown mode {quote(mode)}: use '' or one of "
+                      f"{', '.join(SERVICE_MODES)}")
     return domain, task, mode
 
 

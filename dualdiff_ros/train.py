@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="auto: CUDA (NCCL) where torch sees a GPU, else CPU (gloo)")
     p.add_argument("--state-every", type=int, default=500, metavar="K",
                    help="write the prior's resumable training state every K steps (0: only at the end)")
+    p.add_argument("--home-aware", action="store_true",
+                   help="cabinet / round_table: also train the home-aware prior (answers from a home's first "
+                        "observations with no training; docs/RESULTS.md, section 8)")
     p.add_argument("--resume", action="store_true",
                    help="continue the prior from its training state (after an interruption, also kill -9)")
     return p
@@ -59,6 +62,9 @@ def run(args) -> int:
             from .training_jobs import train_domain
             train_domain(domain, args.model_dir, args.recipe, seed=args.seed, force=args.force or args.resume,
                          progress=cluster.is_main, cluster=cluster, state_every=args.state_every, resume=args.resume)
+            if getattr(args, "home_aware", False) and domain != "navigate_to" and cluster.is_main:
+                from .training_jobs import train_home_aware
+                train_home_aware(domain, args.model_dir, args.recipe, args.seed, args.force, progress=True)
     finally:
         cluster.close()
     return 0

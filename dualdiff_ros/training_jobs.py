@@ -81,6 +81,34 @@ def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 
     return versions
 
 
+def train_home_aware(domain: str, model_dir, recipe_name: str = "demo", seed: int = 0, force: bool = False,
+                     progress: bool = True) -> str:
+    """Train (or reuse) the domain's home-aware prior on fleet data from the home family; its version.
+
+    It answers from the home's observations in its condition (learning/in_context.py), so a robot
+    specializes with no training of its own; the placement service uses it while the home has few
+    observations (`home_aware.*` parameters).
+    """
+    from .learning.in_context import fleet_rows, mark_context_block
+    from .recipes import HOME_AWARE_FLEET
+
+    path = ModelStore(model_dir).home_aware_path(domain)
+    if not force and trained_with(path, recipe_name):
+        print(f"[train] {domain}: reusing {path} (recipe {recipe_name}); --force retrains")
+        return read_header(path)["metadata"]["version"]
+    homes, points, rows = HOME_AWARE_FLEET[recipe_name]
+    start = time.perf_counter()
+    conditions, targets = fleet_rows(domain, homes, points, rows, stream(seed, "fleet_data"))
+    print(f"[train] {domain}: home-aware prior on {len(targets)} observations of {homes} homes (recipe {recipe_name})")
+    model = train_general(domain, conditions, targets, named_recipe(recipe_name), stream(seed, "train_general") + 1,
+                          progress)
+    mark_context_block(model)
+    model.metadata.update(role="home_aware", recipe=recipe_name)
+    version = save(model, path)
+    print(f"[train] {domain}: wrote {path} ({version}) in {time.perf_counter() - start:.0f} s")
+    return version
+
+
 def state_path(general_path) -> Path:
     """Where the general prior's resumable training state lives: beside the checkpoint."""
     return Path(general_path).with_suffix(".train-state.safetensors")

@@ -79,21 +79,23 @@ class Proposer:
     sampler: SamplerConfig = field(default_factory=default_sampler)
     policy: FallbackPolicy = field(default_factory=FallbackPolicy)
 
-    def passes_per_sample(self, schedule, mode: str = "joint") -> int:
+    def passes_per_sample(self, schedule, mode: str = "joint", guided: bool = False) -> int:
         """Network passes one proposal can cost (each expert counted): what a request budget counts.
 
         The worst case: a joint request counts its composition, the agreement check and the
         fallback's own sampling; an unset general_min_t_fraction counts as guiding throughout.
+        `guided`: the models have a droppable condition block, so guidance != 1 asks them twice.
         """
-        single = len(self.sampler.timesteps(schedule)) + 1  # sampling + the plausibility score
+        guide = 2 if guided and self.sampler.guidance != 1 else 1  # asked with and without its block
+        single = guide * len(self.sampler.timesteps(schedule)) + 1  # sampling + the plausibility score
         if (mode or "joint") != "joint":
             return single
         comp, n = self.composition, schedule.num_steps
         passes = 2  # both experts score the joint proposals
         for t, t_prev in comp.sampler.timesteps(schedule):
-            guided = t >= (comp.general_min_t_fraction or 0.0) * n
-            passes += 2 if guided else 1
-            if comp.langevin_steps and guided and t_prev >= comp.langevin_min_t_fraction * n:
+            both = t >= (comp.general_min_t_fraction or 0.0) * n
+            passes += (2 if both else 1) * guide
+            if comp.langevin_steps and both and t_prev >= comp.langevin_min_t_fraction * n:
                 passes += 2 * comp.langevin_steps
         return passes + (single if self.policy.enabled else 0)
 

@@ -23,6 +23,8 @@ from .cabinet import GENERAL_BOX, SPECIALIZED_BOX, Cabinet
 from .round_table import GENERAL_RADIUS, HEIGHT, SPECIALIZED_RADIUS, RoundTable, _on_disc, _uniform_disc
 
 FAMILY_DOMAINS = ("cabinet", "round_table")
+# Where a family's frame sits relative to the furniture's pose: the cabinet's corner, the table's top.
+FRAME_ORIGIN = {"cabinet": np.zeros(3), "round_table": np.array([0.0, 0.0, HEIGHT])}
 SIDE_FRACTION = (0.3, 1.0)  # a home's side (cabinet) or radius (round table) over the furniture's
 
 
@@ -54,6 +56,13 @@ class DiscRegion:
         return np.array([*self.centre, 0.0]) + _uniform_disc(n, self.radius, rng)
 
 
+def home_frame(domain: str, conditions, targets) -> np.ndarray:
+    """Observed targets as offsets in the family's frame (what the home-aware prior reads)."""
+    if domain not in FRAME_ORIGIN:
+        raise ValueError(f"no home family for {domain!r}: use one of {FAMILY_DOMAINS}")
+    return np.asarray(targets, dtype=np.float64) - np.asarray(conditions, dtype=np.float64) - FRAME_ORIGIN[domain]
+
+
 def thesis_region(domain: str):
     """The home of the thesis's specialized data, as a member of the family."""
     if domain == "cabinet":
@@ -83,7 +92,7 @@ def home_domain(domain: str, region, name: str = ""):
     """The furniture domain with `region` as its specialized region (the general data unchanged)."""
     base = {"cabinet": Cabinet, "round_table": RoundTable}[domain]
 
-    origin = np.array([0.0, 0.0, HEIGHT]) if domain == "round_table" else np.zeros(3)
+    origin = FRAME_ORIGIN[domain]
 
     class Home(base):
         def region_frame(self, conditions, targets):

@@ -1,0 +1,94 @@
+"""The home-aware prior in the placement service (ROS-free): when it answers, and what it reads."""
+import shutil
+
+import numpy as np
+import pytest
+from nodes_support import tiny_models
+
+from dualdiff_ros import serving
+from dualdiff_ros.diffusion.checkpoint import load_checkpoint
+from dualdiff_ros.domains.homes import BoxRegion, home_domain
+from dualdiff_ros.training_jobs import train_home_aware
+
+STATE = np.array([1.0, 2.0, 0.5])
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    """The tiny cabinet models plus a quick home-aware prior, in a folder of this module's own."""
+    root = tmp_path_factory.mktemp("home_aware_models")
+    shutil.copytree(tiny_models(tmp_path_factory) / "cabinet", root / "cabinet")
+    train_home_aware("cabinet", root, "quick", progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def service(root):
+    svc = serving.PlacementService(root)
+    store = svc.store
+    svc.slots.put(("general", "cabinet", ""), store.load_general("cabinet"))
+    svc.slots.put(("specialized", "cabinet", ""), store.load_specialized("cabinet"))
+    svc.slots.put(("home_aware", "cabinet", ""), serving.load_for_slot(
+        "home_aware", "cabinet", "", store.home_aware_path("cabinet"), root))
+    return svc
+
+
+def _observe(svc, n, region=BoxRegion((-1.0, -1.0, 0.0), (0.0, 0.0, 0.5)), task=""):
+    home = home_domain("cabinet", region)
+    rng = np.random.default_rng(n)
+    c = home.sample_conditions(n, rng)
+    svc.contexts.put_observations("cabinet", task, c, home.sample_specialized_targets(c, rng))
+
+
+def test_the_home_aware_prior_answers_a_home_with_few_observations(service):
+    _observe(service, 4)
+    answer = service.answer("cabinet", "", "joint", STATE, 8, seed=3)
+    assert answer.mode_used == "home_aware" and "4 observation" in answer.message
+    assert answer.general_version == service.slots.get(("home_aware", "cabinet", "")).metadata["version"]
+    assert len(answer.proposals) == 8 and (np.diff(answer.scores) <= 0).all()
+
+
+def test_many_observations_go_back_to_the_composed_specialist(service):
+    _observe(service, 40)  # above home_aware.max_observations (16)
+    answer = service.answer("cabinet", "", "joint", STATE, 8, seed=3)
+    assert answer.mode_used in ("joint", "specialized") and answer.specialized_version
+
+
+def test_no_observations_and_the_setting_off_keep_todays_answers(service):
+    _observe(service, 0)
+    assert service.answer("cabinet", "", "joint", STATE, 4, seed=1).mode_used != "home_aware"
+    _observe(service, 4)
+    service.configure({**serving.defaults(), "home_aware.enabled": False})
+    try:
+        assert service.answer("cabinet", "", "joint", STATE, 4, seed=1).mode_used != "home_aware"
+    finally:
+        service.configure(serving.defaults())
+
+
+def test_the_answer_reads_the_homes_observations(service):
+    _observe(service, 6, BoxRegion((-1.0, -1.0, 0.0), (-0.5, -0.5, 0.3)))
+    low = service.answer("cabinet", "", "home_aware", STATE, 16, seed=5).proposals
+    _observe(service, 6, BoxRegion((0.5, 0.5, 0.6), (1.0, 1.0, 1.0)))
+    high = service.answer("cabinet", "", "home_aware", STATE, 16, seed=5).proposals
+    assert not np.allclose(low, high)  # same seed, same state: only the context differs
+
+
+def test_asking_for_it_without_one_names_the_command(tmp_path_factory):
+    svc = serving.PlacementService(tiny_models(tmp_path_factory))
+    with pytest.raises(serving.Refused, match="--home-aware") as refused:
+        svc.answer("cabinet", "", "home_aware", STATE, 4)
+    assert refused.value.result == serving.RESULT_MODEL_UNAVAILABLE
+
+
+def test_a_bad_context_is_refused():
+    contexts = serving.HomeContexts()
+    with pytest.raises(ValueError, match="finite"):
+        contexts.put("cabinet", "", 3, [float("nan")] * 10)
+    with pytest.raises(ValueError):
+        contexts.put("cabinet", "", 3, [0.0] * 4)
+
+
+def test_a_general_prior_is_refused_for_the_home_aware_slot(root):
+    with pytest.raises(Exception, match="home_aware"):
+        serving.load_for_slot("home_aware", "cabinet", "", root / "cabinet" / "general.safetensors", root)
+    assert load_checkpoint(root / "cabinet" / "home_aware.safetensors").metadata["role"] == "home_aware"
