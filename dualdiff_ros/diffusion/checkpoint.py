@@ -105,18 +105,23 @@ def save_checkpoint(model: DiffusionModel, path: str | os.PathLike) -> str:
     version = digest[:12]
     header["metadata"]["version"] = version
     header[DIGEST_FIELD] = digest
+    write_atomically(state, path, {"dualdiff": json.dumps(header)})
+    model.metadata["version"] = version
+    return version
+
+
+def write_atomically(tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """A safetensors file written beside `path`, fsynced, then renamed over it: never half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
     os.close(fd)
     try:
-        save_file(state, tmp, metadata={"dualdiff": json.dumps(header)})
+        save_file(tensors, tmp, metadata=metadata)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    model.metadata["version"] = version
-    return version
 
 
 def read_header(path: str | os.PathLike) -> dict:

@@ -12,16 +12,13 @@ a SHA-256 over itself and the tensors (checkpoint.checkpoint_digest), checked on
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 
-from .checkpoint import DIGEST_FIELD, checkpoint_digest
+from .checkpoint import DIGEST_FIELD, checkpoint_digest, write_atomically
 
 FORMAT = "dualdiff-train-state/1"
 # Settings that may differ between the interrupted run and its resumption.
@@ -52,16 +49,7 @@ def save_state(path: Path, header: dict, tensors: dict[str, torch.Tensor]) -> No
     tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     header = json.loads(json.dumps({"format": FORMAT, **header}))
     header[DIGEST_FIELD] = checkpoint_digest(header, tensors)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    os.close(fd)
-    try:
-        save_file(tensors, tmp, metadata={"dualdiff_train_state": json.dumps(header)})
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    write_atomically(tensors, path, {"dualdiff_train_state": json.dumps(header)})
 
 
 def load_state(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
