@@ -55,7 +55,7 @@ def test_launch_file_defines_generate_launch_description(launch_tree):
 
 
 def _launched_nodes(launch_tree) -> dict[str, ast.Call]:
-    """executable -> its Node/LifecycleNode call, for the package's own nodes (RViz is another package's)."""
+    """Each executable -> its Node/LifecycleNode call, for the package's own nodes (RViz is another package's)."""
     found = {}
     for call in _calls(launch_tree, "Node") + _calls(launch_tree, "LifecycleNode"):
         if ast.literal_eval(_keyword(call, "package")) != "dualdiff_ros":

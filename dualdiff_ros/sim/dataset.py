@@ -234,7 +234,7 @@ def generate(seed: int, task_indices, keep_types, sampling: Sampling = Sampling(
             bar.update(len(job[1]))
             bar.set_postfix(points=sum(len(p) for p in parts))
             if on_progress is not None:
-                on_progress(bar.n, len(task_indices), sum(len(p) for p in parts))
+                on_progress(sum(len(j[1]) for j in jobs[:len(parts)]), len(task_indices), sum(len(p) for p in parts))
     finally:
         bar.close()
         if pool:
