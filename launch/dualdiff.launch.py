@@ -53,8 +53,10 @@ def generate_launch_description():
     for name in LIFECYCLE_NODES:
         node = LifecycleNode(package="dualdiff_ros", executable=name, name=name, namespace=namespace,
                              parameters=[*parameters, {"autostart": False}], output="screen")
+        # Once, after the first configure: a later deactivate (by a lifecycle manager or
+        # `ros2 lifecycle set`) must stay deactivated.
         activate = RegisterEventHandler(OnStateTransition(
-            target_lifecycle_node=node, goal_state="inactive",
+            target_lifecycle_node=node, start_state="configuring", goal_state="inactive", handle_once=True,
             entities=[_transition(node, lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE, autostart)]))
         # The handler goes first: the configure event must not overtake it.
         actions += [node, activate, _transition(node, lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE, autostart)]

@@ -141,6 +141,11 @@ def lifecycle_state(node) -> str:
     return machine.current_state[1] if machine is not None else "active"
 
 
+def log_transition(node, state: str) -> None:
+    """One log line per lifecycle transition, so a launch log shows the bring-up."""
+    node.get_logger().info(f"lifecycle: {state}")
+
+
 def bring_up(node) -> None:
     """Configure, then activate a lifecycle node (what the launch file's autostart does); RuntimeError if refused."""
     from rclpy.lifecycle import TransitionCallbackReturn

@@ -28,6 +28,7 @@ from .common import (
     declare_autostart,
     latched_qos,
     lifecycle_state,
+    log_transition,
     model_info,
     publish_diagnostics,
     spin_node,
@@ -60,15 +61,18 @@ class GeneralPriorNode(LifecycleNode):
     # ---- lifecycle ---------------------------------------------------------------------------
     def on_configure(self, state) -> TransitionCallbackReturn:
         self._verified, self.problems = self.verify()
+        log_transition(self, "configured (inactive)")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._announce(self._verified)
+        log_transition(self, "active")
         return super().on_activate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         with self._lock:
             self._verified, self.versions, self.problems = [], {}, []
+        log_transition(self, "cleaned up (unconfigured)")
         return TransitionCallbackReturn.SUCCESS
 
     def _health(self):

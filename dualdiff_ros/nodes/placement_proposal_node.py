@@ -42,6 +42,7 @@ from .common import (
     declare_settings,
     latched_qos,
     lifecycle_state,
+    log_transition,
     publish_diagnostics,
     settings_values,
     specialized_checkpoints,
@@ -98,14 +99,25 @@ class PlacementProposalNode(LifecycleNode):
         self._load_from_disk()
         self._model_info_subscription = self.create_subscription(
             ModelInfo, MODEL_INFO_TOPIC, self._on_model_info, latched_qos(), callback_group=self._models_group)
+        log_transition(self, "configured (inactive)")
         return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        log_transition(self, "active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        log_transition(self, "inactive")
+        return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._release()
+        log_transition(self, "cleaned up (unconfigured)")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._release()
+        log_transition(self, "shut down (finalized)")
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:

@@ -50,6 +50,7 @@ from .common import (
     declare_autostart,
     latched_qos,
     lifecycle_state,
+    log_transition,
     model_info,
     publish_diagnostics,
     specialized_checkpoints,
@@ -124,22 +125,27 @@ class SpecializedModelNode(LifecycleNode):
         for domain, task, n in self.store.summary():
             self.get_logger().info(f"{n} observations stored for {domain}" + (f"/{task}" if task else ""))
         self._stopping.clear()
+        log_transition(self, "configured (inactive)")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._announce_existing()
+        log_transition(self, "active")
         return super().on_activate(state)
 
     def on_deactivate(self, state) -> TransitionCallbackReturn:
         self._stop_job()
+        log_transition(self, "inactive")
         return super().on_deactivate(state)
 
     def on_cleanup(self, state) -> TransitionCallbackReturn:
         self._close()
+        log_transition(self, "cleaned up (unconfigured)")
         return TransitionCallbackReturn.SUCCESS
 
     def on_shutdown(self, state) -> TransitionCallbackReturn:
         self._close()
+        log_transition(self, "shut down (finalized)")
         return TransitionCallbackReturn.SUCCESS
 
     def _stop_job(self) -> None:
