@@ -210,9 +210,10 @@ class ModelSlots:
 
 def not_active(node_name: str, state: str) -> str:
     """Why a lifecycle node in `state` refuses work, and the transition that fixes it."""
-    fix = "activate it" if state == "inactive" else "configure and activate it"
-    return (f"{node_name} is {state} (lifecycle), not serving: {fix} "
-            f"(ros2 lifecycle set {node_name} configure / activate, or launch with autostart:=true)")
+    steps = "activate" if state == "inactive" else "configure, then activate"
+    return (f"{node_name} is {state} (lifecycle), not serving: {steps} it "
+            f"(ros2 lifecycle set {node_name} {steps.split(', then ')[-1] if state == 'inactive' else 'configure'}; "
+            "the launch file and dualdiff_bringup do this unless autostart is off)")
 
 
 def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> DiffusionModel:
