@@ -1,4 +1,4 @@
-"""A small synchronous client of /dualdiff/propose_placements, for the demo, benchmarks and users.
+"""A small synchronous client of dualdiff/propose_placements (in its namespace), for the demo, benchmarks, users.
 
 The node spins in a background executor; `propose()` blocks the calling thread only.
 """
@@ -15,8 +15,9 @@ from .nodes.common import PROPOSE_SERVICE
 
 
 class ProposalClient:
-    def __init__(self, context=None, name: str = "dualdiff_client"):
-        self.node = rclpy.create_node(name, context=context)
+    def __init__(self, context=None, name: str = "dualdiff_client", namespace: str = ""):
+        """`namespace` = the robot's (e.g. "robot1"): the service is then /robot1/dualdiff/propose_placements."""
+        self.node = rclpy.create_node(name, context=context, namespace=namespace or None)
         self.client = self.node.create_client(ProposePlacements, PROPOSE_SERVICE)
         self._executor = MultiThreadedExecutor(num_threads=2, context=context)
         self._executor.add_node(self.node)

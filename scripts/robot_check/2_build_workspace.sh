@@ -13,7 +13,7 @@ colcon --log-base $CHECK/oldlog build --build-base $CHECK/oldbuild --install-bas
 for paths in "src" "src src/dualdiff_ros/interfaces"; do
   echo "== rosdep install --simulate --from-paths $paths --ignore-src"
   env -u AMENT_PREFIX_PATH -u CMAKE_PREFIX_PATH rosdep install --simulate --from-paths $paths --ignore-src -y \
-    --os=ubuntu:noble 2>&1 | grep -v "^#\|^$" | head -20
+    --os=ubuntu:noble 2>&1 | grep -v "^#\|^$" | head -40
 done
 echo "== colcon build (README)"
 colcon build --base-paths src src/dualdiff_ros/interfaces --packages-select dualdiff_interfaces dualdiff_ros \
