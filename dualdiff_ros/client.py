@@ -40,7 +40,7 @@ class ProposalClient:
         future.add_done_callback(lambda _: done.set())
         if not done.wait(timeout):
             self.client.remove_pending_request(future)
-            raise TimeoutError(f"{PROPOSE_SERVICE} did not answer within {timeout} s")
+            raise TimeoutError(f"{self.client.srv_name} did not answer within {timeout} s")
         return future.result()
 
     def wait_until_ready(self, domain: str, state, timeout: float = 30.0) -> ProposePlacements.Response:
@@ -66,7 +66,7 @@ def propose_once(domain, state, num_samples, mode, seed, task, timeout) -> int:
     try:
         client = ProposalClient()
         if not client.wait_for_service(timeout):
-            print(f"no {PROPOSE_SERVICE} service found within {timeout} s: start the nodes (`make run`)")
+            print(f"no {client.client.srv_name} service found within {timeout} s: start the nodes (`make run`)")
             return 1
         reply = client.propose(domain, state, num_samples, mode, seed, task, timeout)
         print(f"result {reply.result} mode_used {reply.mode_used!r} {reply.message}")
