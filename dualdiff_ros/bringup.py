@@ -1,10 +1,13 @@
 """All dualdiff nodes in one process and one executor: `ros2 launch` for machines without ROS installed.
 
-    dualdiff_bringup --config config/bringup.yaml [--model-dir DIR] [--nodes general_prior_node ...]
+    dualdiff_bringup --config config/bringup.yaml [--model-dir DIR] [--namespace robot1] [--no-autostart]
+                     [--nodes general_prior_node ...]
 
 Each node takes its parameters from the YAML section named after it (`node_name: ros__parameters:`,
 the same file launch/dualdiff.launch.py passes); `--model-dir` overrides every node's model_dir.
-SIGINT / SIGTERM stop it cleanly (exit code 0).
+`--namespace robot1` puts every name under /robot1 (/robot1/dualdiff/propose_placements). The
+lifecycle nodes are configured and activated in start order unless `--no-autostart` (then a
+lifecycle manager drives them). SIGINT / SIGTERM stop it cleanly (exit code 0).
 """
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ import yaml
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
-from .nodes.common import spin, stop_nodes  # noqa: F401  (stop_nodes: for start_nodes' callers)
+from .nodes.common import bring_up, spin, stop_nodes  # noqa: F401  (stop_nodes: for start_nodes' callers)
 from .nodes.general_prior_node import GeneralPriorNode
 from .nodes.placement_proposal_node import PlacementProposalNode
 from .nodes.simulator_node import SimulatorNode
@@ -73,10 +76,13 @@ def node_parameters(config: str | Path | None, node_name: str, overrides: dict |
 
 
 def start_nodes(context=None, config: str | Path | None = None, model_dir: str | None = None,
-                nodes=tuple(NODE_CLASSES), overrides: dict[str, dict] | None = None, num_threads: int | None = None):
+                nodes=tuple(NODE_CLASSES), overrides: dict[str, dict] | None = None, num_threads: int | None = None,
+                namespace: str = "", autostart: bool = True):
     """Create the named nodes on `context` with their YAML parameters; (executor, nodes) not yet spinning.
 
     `overrides` maps a node name to {parameter: value}, applied last (tests use it for tiny settings).
+    `namespace` prefixes every relative name; with `autostart` each lifecycle node is configured and
+    activated as it is created (announcers first), else it stays unconfigured.
     """
     unknown = [n for n in nodes if n not in NODE_CLASSES]
     if unknown:
@@ -91,12 +97,14 @@ def start_nodes(context=None, config: str | Path | None = None, model_dir: str |
             if model_dir is not None:
                 extra["model_dir"] = str(model_dir)
             params = node_parameters(config, name, extra)
-            node = NODE_CLASSES[name](context=context, parameter_overrides=params)
+            node = NODE_CLASSES[name](context=context, parameter_overrides=params, namespace=namespace)
+            started.append(node)
             for p in params:
                 if not node.has_parameter(p.name):
                     node.get_logger().warning(f"{config}: {name} has no parameter {p.name!r} (ignored)")
+            if autostart:
+                bring_up(node)
             executor.add_node(node)
-            started.append(node)
     except BaseException:
         for node in started:
             node.destroy_node()
@@ -106,7 +114,7 @@ def start_nodes(context=None, config: str | Path | None = None, model_dir: str |
 
 
 @contextlib.contextmanager
-def running_nodes(model_dir, nodes, overrides: dict[str, dict] | None = None):
+def running_nodes(model_dir, nodes, overrides: dict[str, dict] | None = None, namespace: str = ""):
     """Nodes spinning in this process on a private context, for the demo, benchmarks and probes.
 
     Yields (context, nodes); on exit the nodes are stopped and the context shut down.
@@ -115,7 +123,8 @@ def running_nodes(model_dir, nodes, overrides: dict[str, dict] | None = None):
     rclpy.init(context=context)
     executor, started = None, []
     try:
-        executor, started = start_nodes(context, default_config(), model_dir, nodes=nodes, overrides=overrides)
+        executor, started = start_nodes(context, default_config(), model_dir, nodes=nodes, overrides=overrides,
+                                        namespace=namespace)
         threading.Thread(target=executor.spin, daemon=True).start()
         yield context, started
     finally:
@@ -130,14 +139,19 @@ def main(argv=None) -> int:
     ap.add_argument("--model-dir", help="model folder for every node (overrides the config's model_dir)")
     ap.add_argument("--nodes", nargs="+", default=list(NODE_CLASSES), choices=list(NODE_CLASSES),
                     help="which nodes to start (default: all)")
+    ap.add_argument("--namespace", default="", help="ROS namespace of every node, e.g. robot1 (default: none)")
+    ap.add_argument("--no-autostart", dest="autostart", action="store_false",
+                    help="leave the lifecycle nodes unconfigured (a lifecycle manager drives them)")
     args, ros_args = ap.parse_known_args(argv)
     if not Path(args.config).is_file():
         ap.error(f"config {args.config} does not exist")
 
     def start(threads: int):
-        executor, nodes = start_nodes(None, args.config, args.model_dir, args.nodes)
+        executor, nodes = start_nodes(None, args.config, args.model_dir, args.nodes, namespace=args.namespace,
+                                      autostart=args.autostart)
         rclpy.logging.get_logger("dualdiff_bringup").info(
             f"started {', '.join(n.get_name() for n in nodes)} from {args.config} "
+            f"{'in namespace /' + args.namespace.strip('/') + ' ' if args.namespace.strip('/') else ''}"
             f"(torch intra-op threads: {threads}, ${THREADS_ENV})")
         return executor, nodes
 

@@ -1,4 +1,4 @@
-"""A small synchronous client of /dualdiff/propose_placements, for the demo, benchmarks and users.
+"""A small synchronous client of dualdiff/propose_placements (in its namespace), for the demo, benchmarks, users.
 
 The node spins in a background executor; `propose()` blocks the calling thread only.
 """
@@ -15,8 +15,9 @@ from .nodes.common import PROPOSE_SERVICE
 
 
 class ProposalClient:
-    def __init__(self, context=None, name: str = "dualdiff_client"):
-        self.node = rclpy.create_node(name, context=context)
+    def __init__(self, context=None, name: str = "dualdiff_client", namespace: str = ""):
+        """`namespace` = the robot's (e.g. "robot1"): the service is then /robot1/dualdiff/propose_placements."""
+        self.node = rclpy.create_node(name, context=context, namespace=namespace or None)
         self.client = self.node.create_client(ProposePlacements, PROPOSE_SERVICE)
         self._executor = MultiThreadedExecutor(num_threads=2, context=context)
         self._executor.add_node(self.node)
@@ -41,7 +42,7 @@ class ProposalClient:
         future.add_done_callback(lambda _: done.set())
         if not done.wait(timeout):
             self.client.remove_pending_request(future)
-            raise TimeoutError(f"{PROPOSE_SERVICE} did not answer within {timeout} s")
+            raise TimeoutError(f"{self.client.srv_name} did not answer within {timeout} s")
         return future.result()
 
     def wait_until_ready(self, domain: str, state, timeout: float = 30.0) -> ProposePlacements.Response:
@@ -67,7 +68,7 @@ def propose_once(domain, state, num_samples, mode, seed, task, timeout, min_sepa
     try:
         client = ProposalClient()
         if not client.wait_for_service(timeout):
-            print(f"no {PROPOSE_SERVICE} service found within {timeout} s: start the nodes (`make run`)")
+            print(f"no {client.client.srv_name} service found within {timeout} s: start the nodes (`make run`)")
             return 1
         reply = client.propose(domain, state, num_samples, mode, seed, task, timeout,
                                min_separation=min_separation)

@@ -86,17 +86,17 @@ def _navigate(client, simulator, num_poses: int = 8) -> dict:
     simulator.set_parameters([Parameter("scene_seed", value=seed), Parameter("scene_task", value=task),
                               Parameter("scene_step", value=step)])
     maps: list = []
-    client.node.create_subscription(OccupancyGrid, SCENE_MAP_TOPIC, maps.append, latched_qos(1))
+    topic = client.node.create_subscription(OccupancyGrid, SCENE_MAP_TOPIC, maps.append, latched_qos(1)).topic_name
     deadline = time.monotonic() + 20.0
     while not maps:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"no map on {SCENE_MAP_TOPIC}")
+            raise RuntimeError(f"no map on {topic}")
         time.sleep(0.05)
     grid = maps[-1]
     client.wait_until_ready(NAVIGATE_TO, state)
     reply = client.propose(NAVIGATE_TO, state, num_poses, "joint", seed=7, grid=grid, frame_id="map")
     print(f"[demo] navigate_to ball at ({state[0]:.2f}, {state[1]:.2f}), map {grid.info.width} x "
-          f"{grid.info.height} from {SCENE_MAP_TOPIC}: result {reply.result} {reply.message}")
+          f"{grid.info.height} from {topic}: result {reply.result} {reply.message}")
     poses = np.array([[p.pose.position.x, p.pose.position.y,
                        2 * np.arctan2(p.pose.orientation.z, p.pose.orientation.w)] for p in reply.poses]).reshape(-1, 3)
     for pose, (x, y, yaw), s in list(zip(reply.poses, poses, reply.scores))[:4]:

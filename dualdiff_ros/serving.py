@@ -251,10 +251,24 @@ class ModelSlots:
             model = self._models.get(key)
         return model.metadata.get("version", "") if model is not None else ""
 
+    def clear(self) -> None:
+        """Release every model (a lifecycle cleanup); a running request keeps the pair it took."""
+        with self._lock:
+            self._models.clear()
+            self._refused.clear()
+
     def versions(self) -> dict[str, str]:
         with self._lock:
             items = list(self._models.items())
         return {"/".join(k for k in key if k): m.metadata.get("version", "") for key, m in sorted(items)}
+
+
+def not_active(node_name: str, state: str) -> str:
+    """Why a lifecycle node in `state` refuses work, and the transition that fixes it."""
+    steps = "activate" if state == "inactive" else "configure, then activate"
+    return (f"{node_name} is {state} (lifecycle), not serving: {steps} it "
+            f"(ros2 lifecycle set {node_name} {steps.split(', then ')[-1] if state == 'inactive' else 'configure'}; "
+            "the launch file and dualdiff_bringup do this unless autostart is off)")
 
 
 def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> DiffusionModel:

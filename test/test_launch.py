@@ -51,22 +51,59 @@ def test_launch_file_defines_generate_launch_description(launch_tree):
     imported = {n.module for n in ast.walk(launch_tree) if isinstance(n, ast.ImportFrom)}
     assert {"launch", "launch_ros.actions"} <= imported
     arguments = {ast.literal_eval(c.args[0]) for c in _calls(launch_tree, "DeclareLaunchArgument")}
-    assert arguments == {"model_dir", "config"}
+    assert arguments == {"model_dir", "config", "namespace", "autostart", "rviz"}
+
+
+def _launched_nodes(launch_tree) -> dict[str, ast.Call]:
+    """Each executable -> its Node/LifecycleNode call, for the package's own nodes (RViz is another package's)."""
+    found = {}
+    for call in _calls(launch_tree, "Node") + _calls(launch_tree, "LifecycleNode"):
+        if ast.literal_eval(_keyword(call, "package")) != "dualdiff_ros":
+            continue
+        executable = _keyword(call, "executable")
+        if isinstance(executable, ast.Name):  # the loop over LIFECYCLE_NODES
+            names = next(ast.literal_eval(n.value) for n in launch_tree.body if isinstance(n, ast.Assign)
+                         and n.targets[0].id == "LIFECYCLE_NODES")
+            found.update({name: call for name in names})
+        else:
+            found[ast.literal_eval(executable)] = call
+    return found
 
 
 def test_every_executable_is_a_console_script_with_a_main(launch_tree):
     scripts = console_scripts()
-    nodes = _calls(launch_tree, "Node")
-    executables = [ast.literal_eval(_keyword(n, "executable")) for n in nodes]
-    assert sorted(executables) == sorted(NODE_CLASSES)
-    for call, executable in zip(nodes, executables):
+    nodes = _launched_nodes(launch_tree)
+    assert sorted(nodes) == sorted(NODE_CLASSES)
+    for executable, call in nodes.items():
         assert executable in scripts, f"{executable} is not a console script in setup.py"
-        assert ast.literal_eval(_keyword(call, "package")) == "dualdiff_ros"
-        assert ast.literal_eval(_keyword(call, "name")) == executable  # the YAML section's name
+        name = _keyword(call, "name")  # the YAML section's name
+        assert ast.dump(name) == ast.dump(_keyword(call, "executable")) or ast.literal_eval(name) == executable
+        assert _keyword(call, "namespace") is not None, f"{executable} ignores the namespace argument"
         module, function = scripts[executable].split(":")
         assert callable(getattr(__import__(module, fromlist=[function]), function))
     assert callable(getattr(__import__("dualdiff_ros.bringup", fromlist=["main"]), "main"))
     assert scripts["dualdiff_bringup"] == "dualdiff_ros.bringup:main"
+
+
+def test_the_model_nodes_are_lifecycle_nodes_brought_up_by_the_launch_file(launch_tree):
+    from rclpy.lifecycle import LifecycleNode
+
+    lifecycle = {n for n, call in _launched_nodes(launch_tree).items() if call.func.id == "LifecycleNode"}
+    assert lifecycle == {n for n, cls in NODE_CLASSES.items() if issubclass(cls, LifecycleNode)}
+    assert lifecycle == {"general_prior_node", "specialized_model_node", "placement_proposal_node"}
+    transitions = {a.attr for c in _calls(launch_tree, "_transition") for a in ast.walk(c)
+                   if isinstance(a, ast.Attribute) and a.attr.startswith("TRANSITION_")}
+    assert transitions == {"TRANSITION_CONFIGURE", "TRANSITION_ACTIVATE"}
+    assert _calls(launch_tree, "OnStateTransition"), "activate must wait for the inactive state"
+
+
+def test_the_rviz_config_is_installed_and_names_the_topics(launch_tree):
+    from dualdiff_ros.nodes.common import PROPOSAL_MARKERS_TOPIC, SCENE_MAP_TOPIC, SCENE_MARKERS_TOPIC
+
+    rviz = yaml.safe_load((ROOT / "rviz" / "dualdiff.rviz").read_text())
+    topics = {d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"] if "Topic" in d}
+    assert topics == {PROPOSAL_MARKERS_TOPIC, SCENE_MARKERS_TOPIC, SCENE_MAP_TOPIC}  # relative: namespaced too
+    assert '"rviz/*.rviz"' in (ROOT / "setup.py").read_text()
 
 
 def test_every_parameter_file_named_exists(launch_tree):

@@ -200,3 +200,25 @@ def test_markers_and_diagnostics_are_published(served, wait_for):
     values = served_status()
     assert values["version/general/cabinet"] == reply.general_version
     assert float(values["last_latency_ms"]) > 0
+
+
+def test_answers_are_published_stamped_in_the_request_frame(served, wait_for):
+    from dualdiff_interfaces.msg import PlacementProposals
+
+    from dualdiff_ros.nodes.common import PROPOSALS_TOPIC
+
+    node, probe, client = served
+    told = Inbox(probe, PlacementProposals, PROPOSALS_TOPIC)
+    assert wait_for(lambda: node.count_subscribers(PROPOSALS_TOPIC) > 0, TIMEOUT)
+    asked = request(mode="general", num_samples=4)
+    asked.header.frame_id, asked.header.stamp.sec, asked.header.stamp.nanosec = "odom", 1234, 5678
+    reply = call(client, asked)
+    assert reply.result == Response.RESULT_OK, reply.message
+    assert wait_for(lambda: told.snapshot(), TIMEOUT), "nothing on dualdiff/proposals"
+    msg = told.snapshot()[-1]
+    assert (msg.header.frame_id, msg.header.stamp.sec, msg.header.stamp.nanosec) == ("odom", 1234, 5678)
+    assert msg.domain == "cabinet" and msg.mode_used == "general" and list(msg.state) == CABINET
+    assert [(p.x, p.y, p.z) for p in msg.proposals] == [(p.x, p.y, p.z) for p in reply.proposals]
+    assert list(msg.scores) == list(reply.scores) and msg.general_version == reply.general_version
+    call(client, request(domain="attic"))  # refused requests are not published
+    assert len(told.snapshot()) == 1

@@ -1,4 +1,10 @@
-"""Glue shared by the dualdiff nodes: topic names, QoS, parameter declaration, model announcements."""
+"""Glue shared by the dualdiff nodes: names, QoS, parameters, lifecycle, diagnostics, model announcements.
+
+Names are relative: under a namespace (`dualdiff_bringup --namespace robot1`, the launch file's
+`namespace:=robot1`) the service is /robot1/dualdiff/propose_placements; without one it is
+/dualdiff/propose_placements, as before. /diagnostics alone stays absolute: the diagnostic
+aggregator listens there, and every status names its node's fully qualified name.
+"""
 from __future__ import annotations
 
 import json
@@ -12,15 +18,18 @@ from ..model_store import check_task
 from ..runtime import THREADS_ENV, limit_torch_threads
 from ..serving import TRAIN_HINT, Setting, check_vector, quote  # noqa: F401  (re-exported for the nodes)
 
-MODEL_INFO_TOPIC = "/dualdiff/model_info"
-TRAINING_PROGRESS_TOPIC = "/dualdiff/training_progress"
-OBSERVATIONS_TOPIC = "/dualdiff/observations"
-PROPOSE_SERVICE = "/dualdiff/propose_placements"
-TRAIN_SERVICE = "/dualdiff/train_specialized"
-PROPOSAL_MARKERS_TOPIC = "/dualdiff/proposal_markers"
-SCENE_MARKERS_TOPIC = "/dualdiff/scene_markers"
-SCENE_MAP_TOPIC = "/dualdiff/scene_map"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+MODEL_INFO_TOPIC = "dualdiff/model_info"
+TRAINING_PROGRESS_TOPIC = "dualdiff/training_progress"
+OBSERVATIONS_TOPIC = "dualdiff/observations"
+PROPOSE_SERVICE = "dualdiff/propose_placements"
+PROPOSALS_TOPIC = "dualdiff/proposals"
+TRAIN_SERVICE = "dualdiff/train_specialized"
+TRAIN_ACTION = "dualdiff/train_specialized"  # the action; the service of the same name is its thin wrapper
+PROPOSAL_MARKERS_TOPIC = "dualdiff/proposal_markers"
+SCENE_MARKERS_TOPIC = "dualdiff/scene_markers"
+SCENE_MAP_TOPIC = "dualdiff/scene_map"
+DIAGNOSTICS_TOPIC = "/diagnostics"  # absolute on purpose (the aggregator's topic); see the module docstring
+DIAGNOSTICS_PERIOD = 1.0
 
 # Latched announcements: every model a node announced stays there for late joiners.
 # 64 > (served domains x tasks) on any robot we know of, and covers a few reloads.
@@ -126,6 +135,54 @@ def specialized_checkpoints(model_dir: Path, domains) -> list[tuple[str, str, Pa
     return found
 
 
+def lifecycle_state(node) -> str:
+    """The node's lifecycle state label ("unconfigured", "inactive", "active", ...); "active" for a plain node."""
+    machine = getattr(node, "_state_machine", None)
+    return machine.current_state[1] if machine is not None else "active"
+
+
+def log_transition(node, state: str) -> None:
+    """One log line per lifecycle transition, so a launch log shows the bring-up."""
+    node.get_logger().info(f"lifecycle: {state}")
+
+
+def bring_up(node) -> None:
+    """Configure, then activate a lifecycle node (what the launch file's autostart does); RuntimeError if refused."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    if not hasattr(node, "trigger_configure"):
+        return
+    for name, trigger in (("configure", node.trigger_configure), ("activate", node.trigger_activate)):
+        if trigger() != TransitionCallbackReturn.SUCCESS:
+            raise RuntimeError(f"{node.get_name()}: {name} failed (lifecycle state {lifecycle_state(node)})")
+
+
+def publish_diagnostics(node, report, callback_group=None):
+    """Every DIAGNOSTICS_PERIOD, one DiagnosticStatus on /diagnostics from `report()` -> (level, message, values).
+
+    The status names the node by its fully qualified name (namespaced robots stay apart) and
+    always carries its lifecycle state; it publishes in every state, so a stalled bring-up shows.
+    """
+    from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+    publisher = node.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
+
+    def publish() -> None:
+        level, message, values = report()
+        state = lifecycle_state(node)
+        if state != "active":
+            level, message = max(level, DiagnosticStatus.WARN), f"{state} (lifecycle): {message}"
+        status = DiagnosticStatus(level=level, name=f"dualdiff: {node.get_fully_qualified_name()}",
+                                  hardware_id=node.get_fully_qualified_name(), message=message)
+        status.values = [KeyValue(key=k, value=str(v)) for k, v in {"lifecycle_state": state, **values}.items()]
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = node.get_clock().now().to_msg()
+        publisher.publish(array)
+
+    node.create_timer(DIAGNOSTICS_PERIOD, publish, callback_group=callback_group)
+    return publisher
+
+
 def spin(start, args=None) -> int:
     """Run nodes until Ctrl-C / SIGTERM: the body of every executable's main (nodes and bring-up).
 
@@ -166,12 +223,21 @@ def spin_node(node_class, args=None) -> int:
 
     def start(threads: int):
         node = node_class()
+        if node.has_parameter("autostart") and node.get_parameter("autostart").value:
+            bring_up(node)
         node.get_logger().info(f"torch intra-op threads: {threads} (${THREADS_ENV})")
         executor = MultiThreadedExecutor()
         executor.add_node(node)
         return executor, [node]
 
     return spin(start, args)
+
+
+def declare_autostart(node) -> None:
+    """The `autostart` parameter of a lifecycle node's own executable (`ros2 run`)."""
+    declare(node, "autostart", True, "The node's own executable (ros2 run) configures and activates it at start; "
+            "false leaves it unconfigured for a lifecycle manager. The launch file and dualdiff_bringup set it "
+            "false and drive the transitions themselves (their autostart argument).", read_only=True)
 
 
 def stop_nodes(executor, nodes) -> None:
@@ -182,8 +248,8 @@ def stop_nodes(executor, nodes) -> None:
     for node in reversed(nodes):
         try:
             node.destroy_node()
-        except Exception as err:  # keep destroying the others
-            rclpy.logging.get_logger("dualdiff").debug(f"{node.get_name()}: {err!r}")
+        except Exception as err:  # keep destroying the others (one destroyed before, for instance)
+            rclpy.logging.get_logger("dualdiff").debug(f"{type(node).__name__}: {err!r}")
 
 
 def check_domain_and_task(domain: str, task: str) -> str | None:

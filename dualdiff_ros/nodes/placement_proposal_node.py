@@ -1,10 +1,12 @@
-"""Placement proposal node: serves /dualdiff/propose_placements (docs/ros_interfaces.md, "Contract").
+"""Placement proposal node: serves dualdiff/propose_placements (docs/ros_interfaces.md, "Contract").
 
 Glue around serving.PlacementService, which checks every request and holds the policy: this
-node declares its settings as parameters, loads models from disk at start and from
-announcements on /dualdiff/model_info afterwards (off the request path, swapped in
+node declares its settings as parameters, loads models from disk when configured and from
+announcements on dualdiff/model_info afterwards (off the request path, swapped in
 atomically, so a request always runs on the pair it started with), and turns requests and
 answers into messages. A bad request is a RESULT_* with a message; the node never goes down.
+A lifecycle node: configure loads, activate serves, deactivate refuses (RESULT_MODEL_UNAVAILABLE
+naming the state), cleanup releases the models.
 """
 from __future__ import annotations
 
@@ -14,13 +16,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from dualdiff_interfaces.msg import ModelInfo
+from diagnostic_msgs.msg import DiagnosticStatus
+from dualdiff_interfaces.msg import ModelInfo, PlacementProposals
 from dualdiff_interfaces.srv import ProposePlacements
 from geometry_msgs.msg import Point, PoseStamped, Quaternion
 from nav_msgs.msg import OccupancyGrid
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
 
@@ -29,15 +31,19 @@ from ..diffusion.checkpoint import CheckpointError
 from ..domains import SERVED_DOMAINS
 from ..maps import OccupancyMap, quaternion_to_yaw, yaw_to_quaternion
 from .common import (
-    DIAGNOSTICS_TOPIC,
     MODEL_INFO_TOPIC,
     PROPOSAL_MARKERS_TOPIC,
+    PROPOSALS_TOPIC,
     PROPOSE_SERVICE,
     all_or_none_parameters,
     check_sampling_settings,
     declare,
+    declare_autostart,
     declare_settings,
     latched_qos,
+    lifecycle_state,
+    log_transition,
+    publish_diagnostics,
     settings_values,
     specialized_checkpoints,
     spin_node,
@@ -56,7 +62,7 @@ class Stats:
     last_latency_ms: float = float("nan")
 
 
-class PlacementProposalNode(Node):
+class PlacementProposalNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, start_parameter_services=False, **kwargs)
         all_or_none_parameters(self)
@@ -67,6 +73,7 @@ class PlacementProposalNode(Node):
         declare(self, "frame_id", "map", "Frame of state, map and poses when a request's header leaves frame_id empty.")
         declare(self, "marker_frame", "", "frame_id of the proposal markers; empty = the request's frame.")
         declare(self, "marker_scale", 0.1, "Diameter of a proposal sphere, metres.", float_range=(0.001, 10.0))
+        declare_autostart(self)
         self.service = serving.PlacementService(self.get_parameter("model_dir").value,
                                                 settings_values(self, serving.SETTINGS))
         self.models = self.service.slots
@@ -79,13 +86,46 @@ class PlacementProposalNode(Node):
         self._models_group = MutuallyExclusiveCallbackGroup()
         self._health_group = MutuallyExclusiveCallbackGroup()
         self.marker_publisher = self.create_publisher(MarkerArray, PROPOSAL_MARKERS_TOPIC, 1)
-        self.diagnostics_publisher = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, 10)
-        self._load_from_disk()
-        self.create_subscription(ModelInfo, MODEL_INFO_TOPIC, self._on_model_info, latched_qos(),
-                                 callback_group=self._models_group)
+        # What the robot was told, for rosbag: every RESULT_OK answer, stamped, in the request's frame.
+        self.proposals_publisher = self.create_publisher(PlacementProposals, PROPOSALS_TOPIC, 10)
+        self._model_info_subscription = None
+        # The service exists in every state, so a request to an idle node gets a reason, not silence.
         self.create_service(ProposePlacements, PROPOSE_SERVICE, self._on_propose,
                             callback_group=self._inference_group)
-        self.create_timer(1.0, self._publish_diagnostics, callback_group=self._health_group)
+        self.diagnostics_publisher = publish_diagnostics(self, self._health, callback_group=self._health_group)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        self._load_from_disk()
+        self._model_info_subscription = self.create_subscription(
+            ModelInfo, MODEL_INFO_TOPIC, self._on_model_info, latched_qos(), callback_group=self._models_group)
+        log_transition(self, "configured (inactive)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
+        log_transition(self, "active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        log_transition(self, "inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._release()
+        log_transition(self, "cleaned up (unconfigured)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._release()
+        log_transition(self, "shut down (finalized)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _release(self) -> None:
+        if self._model_info_subscription is not None:
+            self.destroy_subscription(self._model_info_subscription)
+            self._model_info_subscription = None
+        self.models.clear()
+        self.get_logger().info("models released")
 
     # ---- parameters -------------------------------------------------------------------------
     def _parameters_changed(self, params) -> None:
@@ -141,6 +181,10 @@ class PlacementProposalNode(Node):
     def _on_propose(self, request, response):
         start = time.perf_counter()
         try:
+            state = lifecycle_state(self)
+            if state != "active":
+                raise serving.Refused(Response.RESULT_MODEL_UNAVAILABLE,
+                                      serving.not_active(self.get_fully_qualified_name(), state))
             frame = request.header.frame_id or self.get_parameter("frame_id").value
             grid = grid_from(request.map, frame)
             answer = self.service.answer(request.domain, request.task, request.mode, request.state,
@@ -148,6 +192,7 @@ class PlacementProposalNode(Node):
                                          float(request.min_separation))
             _fill(response, answer, frame, request.header.stamp)
             self.stats.served += 1
+            self._publish_proposals(request, response, frame)
             self._publish_markers(response, frame)
         except serving.Refused as refused:
             response = Response(result=refused.result, message=str(refused))
@@ -194,24 +239,30 @@ class PlacementProposalNode(Node):
             markers.append(m)
         self.marker_publisher.publish(MarkerArray(markers=markers))
 
-    def _publish_diagnostics(self) -> None:
+    def _publish_proposals(self, request, response, frame: str) -> None:
+        msg = PlacementProposals(domain=request.domain, task=request.task, mode_used=response.mode_used,
+                                 state=[float(v) for v in request.state], proposals=response.proposals,
+                                 poses=[p.pose for p in response.poses], scores=response.scores,
+                                 general_version=response.general_version,
+                                 specialized_version=response.specialized_version)
+        stamp = request.header.stamp
+        msg.header.frame_id = frame
+        msg.header.stamp = stamp if (stamp.sec or stamp.nanosec) else self.get_clock().now().to_msg()
+        self.proposals_publisher.publish(msg)
+
+    def _health(self):
         versions = self.models.versions()
         any_general = any(k.startswith("general") for k in versions)
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.OK if any_general else DiagnosticStatus.WARN,
-            name=f"dualdiff: {self.get_name()}", hardware_id=self.get_fully_qualified_name(),
-            message=f"{len(versions)} models loaded" if any_general else "no general prior loaded: "
-            "requests get RESULT_MODEL_UNAVAILABLE until one is announced")
+        level = DiagnosticStatus.OK if any_general else DiagnosticStatus.WARN
+        message = f"{len(versions)} models loaded" if any_general else (
+            "no general prior loaded: requests get RESULT_MODEL_UNAVAILABLE until one is announced")
         values = {"models_loaded": str(len(versions)), "requests_served": str(self.stats.served),
                   "requests_rejected": str(self.stats.rejected),
                   "internal_errors": str(self.stats.internal_errors),
                   "models_refused": str(self.stats.refused_models),
                   "last_latency_ms": f"{self.stats.last_latency_ms:.1f}"}
         values.update({f"version/{k}": v for k, v in versions.items()})
-        status.values = [KeyValue(key=k, value=v) for k, v in values.items()]
-        array = DiagnosticArray(status=[status])
-        array.header.stamp = self.get_clock().now().to_msg()
-        self.diagnostics_publisher.publish(array)
+        return level, message, values
 
 
 def grid_from(msg: OccupancyGrid, frame: str) -> OccupancyMap | None:

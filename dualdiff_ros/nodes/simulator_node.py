@@ -1,7 +1,10 @@
 """Simulator node: the PyBullet household (dualdiff_ros.sim) as ROS services, plus the scene for RViz.
 
-Dataset generation and evaluation can take minutes, so both run in their own callback group:
-parameters, the scene topic and the rest of the executor stay responsive meanwhile.
+Dataset generation and evaluation can take minutes: both are actions (~/generate_dataset,
+~/evaluate_proposals: feedback, cancel, result), and the services of the same names run the
+same jobs to the end for clients that block. One job runs at a time; parameters, the scene
+topic and the rest of the executor stay responsive meanwhile. Not a lifecycle node: it loads
+models only for the length of an evaluation.
 Evaluation scores the navigate_to models in model_dir (joint, general, specialized) or the
 uniform-ring baseline on held-out navigate-to-ball states.
 """
@@ -14,10 +17,14 @@ import threading
 from pathlib import Path
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from dualdiff_interfaces.action import EvaluateProposals as EvaluateAction
+from dualdiff_interfaces.action import GenerateDataset as GenerateAction
 from dualdiff_interfaces.srv import EvaluateProposals, GenerateDataset
 from geometry_msgs.msg import Quaternion
 from nav_msgs.msg import OccupancyGrid
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.action import ActionServer, CancelResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.node import Node
 from std_msgs.msg import ColorRGBA
 from visualization_msgs.msg import Marker, MarkerArray
@@ -37,6 +44,7 @@ from .common import (
     declare,
     declare_settings,
     latched_qos,
+    publish_diagnostics,
     settings_values,
     spin_node,
 )
@@ -45,6 +53,11 @@ NODE_NAME = "simulator_node"
 DOMAIN = "navigate_to"
 EVALUATION_MODES = (*MODES, "ring")
 HELD_OUT_SEED = 1  # the specialized (ball) data's seed; held-out tasks follow its training tasks
+FEEDBACK_CHUNK = 5  # tasks per generation chunk when an action reports progress (results do not depend on it)
+
+
+class _Canceled(Exception):
+    """The action's client canceled the goal."""
 
 
 class SimulatorNode(Node):
@@ -58,16 +71,28 @@ class SimulatorNode(Node):
         declare(self, "task", "", "Specialized model task name (ModelStore) used for evaluation.")
         declare(self, "workers", 1, "Processes for dataset generation.", int_range=(1, 64))
         declare_settings(self, serving.SAMPLING_SETTINGS)  # the placement service's sampling, evaluated
-        declare(self, "scene_seed", 0, "Seed of the scene shown on /dualdiff/scene_markers.", int_range=(0, 2**31 - 1))
+        declare(self, "scene_seed", 0, "Seed of the scene shown on dualdiff/scene_markers.", int_range=(0, 2**31 - 1))
         declare(self, "scene_task", 0, "Task index of the scene shown.", int_range=(0, 1_000_000))
         declare(self, "scene_step", 0, "Step of that task whose floor the map shows (objects carried away are off "
                 "it); past the last step = the last.", int_range=(0, 1000))
         declare(self, "marker_frame", "map", "frame_id of the scene markers.")
         self._held_out = None
         self._held_out_lock = threading.Lock()
-        work = MutuallyExclusiveCallbackGroup()  # one long job at a time; everything else stays free
+        self._work_lock = threading.Lock()  # one long job at a time (services and actions); everything else stays free
+        self.current_job = ""
+        self.jobs_done = 0
+        work = MutuallyExclusiveCallbackGroup()
         self.create_service(GenerateDataset, "~/generate_dataset", self._on_generate, callback_group=work)
         self.create_service(EvaluateProposals, "~/evaluate_proposals", self._on_evaluate, callback_group=work)
+        actions = ReentrantCallbackGroup()  # a waiting goal must not block the cancel requests
+        accept_cancel = lambda _goal: CancelResponse.ACCEPT  # noqa: E731
+        self.actions = [
+            ActionServer(self, GenerateAction, "~/generate_dataset", self._execute_generate,
+                         cancel_callback=accept_cancel, callback_group=actions),
+            ActionServer(self, EvaluateAction, "~/evaluate_proposals", self._execute_evaluate,
+                         cancel_callback=accept_cancel, callback_group=actions)]
+        publish_diagnostics(self, lambda: (DiagnosticStatus.OK, self.current_job or "idle",
+                                           {"jobs_done": str(self.jobs_done)}))
         self.scene_publisher = self.create_publisher(MarkerArray, SCENE_MARKERS_TOPIC, latched_qos(1))
         self.map_publisher = self.create_publisher(OccupancyGrid, SCENE_MAP_TOPIC, latched_qos(1))
         self.add_on_set_parameters_callback(
@@ -82,67 +107,127 @@ class SimulatorNode(Node):
             with self._held_out_lock:
                 self._held_out = None
 
-    # ---- datasets ----------------------------------------------------------------------------
+    # ---- actions and their service wrappers ---------------------------------------------------
     def _on_generate(self, request, response):
+        return self._fill(response, self._generate(request))
+
+    def _on_evaluate(self, request, response):
+        return self._fill(response, self._evaluate(request))
+
+    def _execute_generate(self, goal_handle):
+        def progress(done: int, total: int, points: int) -> None:
+            self._check_cancel(goal_handle)
+            goal_handle.publish_feedback(GenerateAction.Feedback(tasks_done=done, tasks_total=total, points=points))
+        return self._finish(goal_handle, GenerateAction.Result(), self._generate(goal_handle.request, progress))
+
+    def _execute_evaluate(self, goal_handle):
+        def progress(stage: str, done: int, total: int) -> None:
+            self._check_cancel(goal_handle)
+            goal_handle.publish_feedback(EvaluateAction.Feedback(stage=stage, states_done=done, states_total=total))
+        return self._finish(goal_handle, EvaluateAction.Result(), self._evaluate(goal_handle.request, progress))
+
+    @staticmethod
+    def _check_cancel(goal_handle) -> None:
+        if goal_handle.is_cancel_requested:
+            raise _Canceled()
+
+    @staticmethod
+    def _fill(message, fields: dict):
+        for name, value in fields.items():
+            setattr(message, name, value)
+        return message
+
+    def _finish(self, goal_handle, result, fields: dict):
+        self._fill(result, fields)
+        if result.result == result.RESULT_OK:
+            goal_handle.succeed()
+        elif result.result == result.RESULT_CANCELED and goal_handle.is_cancel_requested:
+            goal_handle.canceled()
+        else:
+            goal_handle.abort()
+        return result
+
+    def _job(self, label: str, work):
+        """Run `work()` as the one job of this node; a cancel becomes RESULT_CANCELED (5, in every action)."""
+        with self._work_lock:
+            self.current_job = label
+            try:
+                return work()
+            except _Canceled:
+                self.get_logger().info(f"{label}: canceled")
+                return {"result": 5, "message": f"{label} canceled; nothing written"}
+            finally:
+                self.current_job = ""
+                self.jobs_done += 1
+
+    # ---- datasets ----------------------------------------------------------------------------
+    def _generate(self, request, on_progress=None) -> dict:
+        """GenerateDataset's reply fields (service and action share them)."""
         codes = GenerateDataset.Response
         if request.split not in ("general", "specialized"):
-            response.result = codes.RESULT_INVALID_REQUEST
-            response.message = f"unknown split {request.split!r}: use 'general' or 'specialized'"
-            return response
+            return {"result": codes.RESULT_INVALID_REQUEST,
+                    "message": f"unknown split {request.split!r}: use 'general' or 'specialized'"}
         if not 1 <= request.num_tasks <= 100_000:
-            response.result = codes.RESULT_INVALID_REQUEST
-            response.message = f"num_tasks {request.num_tasks} is outside 1..100000"
-            return response
+            return {"result": codes.RESULT_INVALID_REQUEST,
+                    "message": f"num_tasks {request.num_tasks} is outside 1..100000"}
         path = Path(request.output_path or Path(self.get_parameter("data_dir").value)
                     / f"navigate_{request.split}_seed{request.seed}_tasks{request.num_tasks}.npz").expanduser()
         workers = self.get_parameter("workers").value
-        self.get_logger().info(f"generating {request.split} data: {request.num_tasks} tasks, seed {request.seed}")
-        try:
-            if request.split == "general":
-                data = sim.general_dataset(request.num_tasks, request.seed, progress=False, workers=workers)
-            else:
-                data = sim.generate(request.seed, sim.ball_task_indices(0, request.num_tasks),
-                                    sim.SPECIALIZED_TYPES, workers=workers, name="specialized_train")
-            path = data.save(path)
-        except Exception as err:  # report, stay up
-            response.result, response.message = codes.RESULT_INTERNAL_ERROR, f"{type(err).__name__}: {err}"
-            self.get_logger().error(f"dataset generation failed: {err!r}")
-            return response
-        response.result, response.num_points, response.path = codes.RESULT_OK, len(data), str(path)
-        response.message = f"{len(data)} points from {data.meta.get('n_states', '?')} states"
-        self.get_logger().info(f"wrote {path}: {response.message}")
-        return response
+        chunk = FEEDBACK_CHUNK if on_progress is not None else 200
+
+        def work() -> dict:
+            self.get_logger().info(f"generating {request.split} data: {request.num_tasks} tasks, seed {request.seed}")
+            try:
+                if request.split == "general":
+                    data = sim.generate(request.seed, range(request.num_tasks), sim.GENERAL_TYPES, workers=workers,
+                                        chunk=chunk, name="general", on_progress=on_progress)
+                else:
+                    data = sim.generate(request.seed, sim.ball_task_indices(0, request.num_tasks),
+                                        sim.SPECIALIZED_TYPES, workers=workers, name="specialized_train",
+                                        chunk=chunk, on_progress=on_progress)
+                saved = data.save(path)
+            except _Canceled:
+                raise
+            except Exception as err:  # report, stay up
+                self.get_logger().error(f"dataset generation failed: {err!r}")
+                return {"result": codes.RESULT_INTERNAL_ERROR, "message": f"{type(err).__name__}: {err}"}
+            message = f"{len(data)} points from {data.meta.get('n_states', '?')} states"
+            self.get_logger().info(f"wrote {saved}: {message}")
+            return {"result": codes.RESULT_OK, "num_points": len(data), "path": str(saved), "message": message}
+
+        return self._job(f"generate_dataset {request.split} x{request.num_tasks}", work)
 
     # ---- evaluation --------------------------------------------------------------------------
-    def _on_evaluate(self, request, response):
+    def _evaluate(self, request, on_progress=None) -> dict:
+        """EvaluateProposals' reply fields (service and action share them)."""
         codes = EvaluateProposals.Response
         problem = self._check_evaluation(request)
         if problem:
-            response.result, response.message = codes.RESULT_INVALID_REQUEST, problem
-            return response
-        try:
-            propose_fn = self._proposer_for(request.mode)
-        except (CheckpointError, OSError) as err:
-            response.result = codes.RESULT_MODEL_UNAVAILABLE
-            response.message = f"{request.mode} needs the navigate_to models: {err}"
-            return response
-        try:
-            held_out = self._held_out_states(request.num_states)
-            report = sim.evaluate_proposer(propose_fn, held_out, request.samples_per_state,
-                                           seed=request.seed or secrets.randbelow(2**31))
-        except Exception as err:  # report, stay up
-            response.result, response.message = codes.RESULT_INTERNAL_ERROR, f"{type(err).__name__}: {err}"
-            self.get_logger().error(f"evaluation failed: {err!r}")
-            return response
-        response.result = codes.RESULT_OK
-        response.validity_rate = report["validity"]
-        response.mean_samples_to_first_valid = report["samples_to_first_valid"]
-        response.spread = report["spread"]
-        response.ms_per_query = report["ms_per_query"]
-        response.report_json = json.dumps({"mode": request.mode, **report})
-        response.message = f"{report['n_states']} states, validity {report['validity']:.3f}"
-        self.get_logger().info(f"evaluated {request.mode}: {response.message}")
-        return response
+            return {"result": codes.RESULT_INVALID_REQUEST, "message": problem}
+
+        def work() -> dict:
+            try:
+                propose_fn = self._proposer_for(request.mode)
+            except (CheckpointError, OSError) as err:
+                return {"result": codes.RESULT_MODEL_UNAVAILABLE,
+                        "message": f"{request.mode} needs the navigate_to models: {err}"}
+            try:
+                held_out = self._held_out_states(request.num_states)
+                report = sim.evaluate_proposer(propose_fn, held_out, request.samples_per_state,
+                                               seed=request.seed or secrets.randbelow(2**31), on_progress=on_progress)
+            except _Canceled:
+                raise
+            except Exception as err:  # report, stay up
+                self.get_logger().error(f"evaluation failed: {err!r}")
+                return {"result": codes.RESULT_INTERNAL_ERROR, "message": f"{type(err).__name__}: {err}"}
+            message = f"{report['n_states']} states, validity {report['validity']:.3f}"
+            self.get_logger().info(f"evaluated {request.mode}: {message}")
+            return {"result": codes.RESULT_OK, "validity_rate": report["validity"],
+                    "mean_samples_to_first_valid": report["samples_to_first_valid"], "spread": report["spread"],
+                    "ms_per_query": report["ms_per_query"], "report_json": json.dumps({"mode": request.mode, **report}),
+                    "message": message}
+
+        return self._job(f"evaluate_proposals {request.mode} x{request.num_states}", work)
 
     @staticmethod
     def _check_evaluation(request) -> str | None:
@@ -216,6 +301,12 @@ class SimulatorNode(Node):
         self.scene_publisher.publish(MarkerArray(markers=markers))
         step = min(self.get_parameter("scene_step").value, len(scene.steps) - 1)
         self.map_publisher.publish(occupancy_grid(step_map(scene, step), frame, stamp))
+
+
+    def destroy_node(self):
+        for action in self.actions:
+            action.destroy()
+        return super().destroy_node()
 
 
 def occupancy_grid(grid, frame: str, stamp) -> OccupancyGrid:

@@ -1,24 +1,31 @@
 """Specialized model node: keeps the robot's observations and retrains the specialized model from them.
 
 Observations are acknowledged only once durable (ObservationStore). Training runs in one
-background thread, never in a callback: /dualdiff/train_specialized answers at once with a
-job id, progress goes to /dualdiff/training_progress, and the new checkpoint, written
-atomically, is announced on the latched /dualdiff/model_info for the proposal node to load.
+background thread, never in a callback. The action dualdiff/train_specialized gives feedback per
+step, cancels and returns the new checkpoint; the service of the same name starts the same job and
+answers at once with a job id. Progress also goes to dualdiff/training_progress, and the new
+checkpoint, written atomically, is announced on the latched dualdiff/model_info for the proposal
+node to load. A lifecycle node: configure opens the observation store, activate announces the
+stored models and serves, deactivate cancels a running job, cleanup closes the store.
 """
 from __future__ import annotations
 
 import sqlite3
 import threading
+import time
 import uuid
 from collections import Counter
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+from dualdiff_interfaces.action import TrainSpecialized as TrainAction
 from dualdiff_interfaces.msg import ModelInfo, Observation, TrainingProgress
 from dualdiff_interfaces.srv import ForgetObservations, ListObservations, RecordObservation, TrainSpecialized
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
-from rclpy.node import Node
+from rclpy.action import ActionServer, CancelResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from ..diffusion.checkpoint import CheckpointError, read_header, verify_checkpoint
@@ -27,9 +34,11 @@ from ..learning import ObservationStore
 from ..limits import DEFAULT_MARGIN, PlausibleRange, check_absolute
 from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, save, train_specialized
 from ..navigate_to import model_conditions
+from ..serving import not_active
 from .common import (
     MODEL_INFO_TOPIC,
     OBSERVATIONS_TOPIC,
+    TRAIN_ACTION,
     TRAIN_HINT,
     TRAIN_SERVICE,
     TRAINING_PROGRESS_TOPIC,
@@ -38,8 +47,12 @@ from .common import (
     check_domain_and_task,
     check_vector,
     declare,
+    declare_autostart,
     latched_qos,
+    lifecycle_state,
+    log_transition,
     model_info,
+    publish_diagnostics,
     specialized_checkpoints,
     spin_node,
 )
@@ -47,8 +60,11 @@ from .common import (
 NODE_NAME = "specialized_model_node"
 
 
+FEEDBACK_PERIOD = 0.1  # seconds between action feedback messages (the last step is always sent)
+
+
 class _Stopped(Exception):
-    """The node is shutting down: abandon the training job."""
+    """The node is shutting down or the job was canceled: abandon the training job."""
 
 
 @dataclass
@@ -59,15 +75,22 @@ class Job:
     method: str
     step: int = 0
     total: int = 0
+    on_step: object = None  # (job, loss) -> None, e.g. the action's feedback
+    cancel: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    outcome: str = ""       # "succeeded", "failed", "canceled", "stopped"
+    message: str = ""
+    version: str = ""
+    path: str = ""
 
 
-class SpecializedModelNode(Node):
+class SpecializedModelNode(LifecycleNode):
     def __init__(self, **kwargs):
         super().__init__(NODE_NAME, start_parameter_services=False, **kwargs)
         all_or_none_parameters(self)
         self._declare_parameters()
         self.models = ModelStore(self.get_parameter("model_dir").value)
-        self.store = ObservationStore(self.get_parameter("db_path").value)
+        self.store: ObservationStore | None = None  # opened on configure, closed on cleanup
         self.job: Job | None = None
         self._job_lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -85,9 +108,73 @@ class SpecializedModelNode(Node):
         self.create_service(TrainSpecialized, TRAIN_SERVICE, self._on_train, callback_group=train_group)
         self.create_service(ListObservations, "~/list_observations", self._on_list, callback_group=record_group)
         self.create_service(ForgetObservations, "~/forget_observations", self._on_forget, callback_group=record_group)
+        # Goals wait for their job in an executor thread: a reentrant group lets cancels and feedback through.
+        self.train_action = ActionServer(self, TrainAction, TRAIN_ACTION, self._execute_train,
+                                         cancel_callback=lambda _goal: CancelResponse.ACCEPT,
+                                         callback_group=ReentrantCallbackGroup())
+        self._stats = Counter()
+        publish_diagnostics(self, self._health)
+
+    # ---- lifecycle ---------------------------------------------------------------------------
+    def on_configure(self, state) -> TransitionCallbackReturn:
+        try:
+            self.store = ObservationStore(self.get_parameter("db_path").value)
+        except (sqlite3.Error, OSError) as err:
+            self.get_logger().error(f"cannot open db_path {self.get_parameter('db_path').value}: {err}")
+            return TransitionCallbackReturn.FAILURE
         for domain, task, n in self.store.summary():
             self.get_logger().info(f"{n} observations stored for {domain}" + (f"/{task}" if task else ""))
+        self._stopping.clear()
+        log_transition(self, "configured (inactive)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state) -> TransitionCallbackReturn:
         self._announce_existing()
+        log_transition(self, "active")
+        return super().on_activate(state)
+
+    def on_deactivate(self, state) -> TransitionCallbackReturn:
+        self._stop_job()
+        log_transition(self, "inactive")
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state) -> TransitionCallbackReturn:
+        self._close()
+        log_transition(self, "cleaned up (unconfigured)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state) -> TransitionCallbackReturn:
+        self._close()
+        log_transition(self, "shut down (finalized)")
+        return TransitionCallbackReturn.SUCCESS
+
+    def _stop_job(self) -> None:
+        """Abandon a running job (nothing is saved) and wait for its thread."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._stopping.clear()
+
+    def _close(self) -> None:
+        self._stop_job()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+
+    def _inactive(self) -> str | None:
+        """None while active, else why this node refuses work."""
+        state = lifecycle_state(self)
+        return None if state == "active" and self.store is not None else not_active(
+            self.get_fully_qualified_name(), state)
+
+    def _health(self):
+        job = self.job
+        values = {"observations_stored": str(sum(n for *_, n in self.store.summary())) if self.store else "n/a",
+                  "training": f"{job.job_id} step {job.step}/{job.total}" if job else "idle",
+                  **{k: str(v) for k, v in sorted(self._stats.items())}}
+        failed = self._stats["jobs_failed"]
+        return (DiagnosticStatus.WARN if failed else DiagnosticStatus.OK,
+                ("training " + job.job_id) if job else "idle", values)
 
     def _declare_parameters(self) -> None:
         declare(self, "model_dir", "~/.dualdiff/models",
@@ -96,7 +183,7 @@ class SpecializedModelNode(Node):
         declare(self, "db_path", "~/.dualdiff/observations.sqlite", "SQLite file of the observations.",
                 read_only=True)
         declare(self, "retrain_every", 20, "Retrain in the background after this many new observations of a "
-                "domain/task (0 = only when /dualdiff/train_specialized is called).", int_range=(0, 1_000_000))
+                "domain/task (0 = only when dualdiff/train_specialized is called).", int_range=(0, 1_000_000))
         declare(self, "method", "fine_tune", "How to specialize when a request leaves the method empty.",
                 choices=SPECIALIZATION_METHODS)
         declare(self, "min_observations", 8, "Fewest stored observations a training job accepts.",
@@ -113,6 +200,7 @@ class SpecializedModelNode(Node):
                 "outside the general data's range than this many spans of that range.", float_range=(0.0, 1e6))
         declare(self, "list_page_size", 100, "Rows ~/list_observations returns when a request's limit is 0.",
                 int_range=(1, 100_000))
+        declare_autostart(self)
 
     def _check_parameters(self, params) -> SetParametersResult:
         return check_choices(params, {"method": SPECIALIZATION_METHODS})
@@ -162,6 +250,10 @@ class SpecializedModelNode(Node):
         return oid, total
 
     def _on_record(self, request, response):
+        inactive = self._inactive()
+        if inactive:
+            response.result, response.message = RecordObservation.Response.RESULT_NOT_ACTIVE, inactive
+            return response
         problem = self._check_observation(request.domain, request.task, request.state, request.target)
         if problem:
             response.result, response.message = RecordObservation.Response.RESULT_INVALID_REQUEST, problem
@@ -178,6 +270,11 @@ class SpecializedModelNode(Node):
         return response
 
     def _on_observation(self, msg) -> None:
+        inactive = self._inactive()
+        if inactive:
+            self.get_logger().warning(f"dropped observation on {OBSERVATIONS_TOPIC}: {inactive}",
+                                      throttle_duration_sec=10.0)
+            return
         problem = self._check_observation(msg.domain, msg.task, msg.state, msg.target)
         if problem:
             self.get_logger().warning(f"dropped observation on {OBSERVATIONS_TOPIC}: {problem}")
@@ -189,6 +286,10 @@ class SpecializedModelNode(Node):
 
     def _on_list(self, request, response):
         codes = ListObservations.Response
+        inactive = self._inactive()
+        if inactive:
+            response.result, response.message = codes.RESULT_NOT_ACTIVE, inactive
+            return response
         try:
             domain, task = self._selection(request.domain, request.task, request.any_task)
             rows = self.store.list(domain, task, limit=request.limit or self.get_parameter("list_page_size").value,
@@ -213,6 +314,10 @@ class SpecializedModelNode(Node):
 
     def _on_forget(self, request, response):
         codes = ForgetObservations.Response
+        inactive = self._inactive()
+        if inactive:
+            response.result, response.message = codes.RESULT_NOT_ACTIVE, inactive
+            return response
         try:
             domain, task = self._selection(request.domain, request.task, request.any_task)
             if request.all_of_domain_task:
@@ -261,6 +366,10 @@ class SpecializedModelNode(Node):
     # ---- training ----------------------------------------------------------------------------
     def _on_train(self, request, response):
         codes = TrainSpecialized.Response
+        inactive = self._inactive()
+        if inactive:
+            response.result, response.message = codes.RESULT_NOT_ACTIVE, inactive
+            return response
         problem = self._check_training(request.domain, request.task, request.method)
         if problem:
             response.result, response.message = codes.RESULT_INVALID_REQUEST, problem
@@ -272,6 +381,45 @@ class SpecializedModelNode(Node):
         response.result, response.job_id = codes.RESULT_OK, job.job_id
         response.message = f"training started; progress on {TRAINING_PROGRESS_TOPIC}"
         return response
+
+    def _execute_train(self, goal_handle):
+        """The action: the same job as the service, with feedback, cancel and the checkpoint as result."""
+        goal, codes = goal_handle.request, TrainAction.Result
+
+        def finish(result: int, message: str, job: Job | None = None):
+            if result == codes.RESULT_OK:
+                goal_handle.succeed()
+            elif result == codes.RESULT_CANCELED and goal_handle.is_cancel_requested:
+                goal_handle.canceled()
+            else:
+                goal_handle.abort()
+            return TrainAction.Result(result=result, message=message, job_id=job.job_id if job else "",
+                                      version=job.version if job else "", checkpoint_path=job.path if job else "")
+
+        inactive = self._inactive()
+        if inactive:
+            return finish(codes.RESULT_NOT_ACTIVE, inactive)
+        problem = self._check_training(goal.domain, goal.task, goal.method)
+        if problem:
+            return finish(codes.RESULT_INVALID_REQUEST, problem)
+        last = [0.0]
+
+        def feedback(job: Job, loss: float) -> None:
+            now = time.monotonic()
+            if now - last[0] >= FEEDBACK_PERIOD or job.step >= job.total:
+                last[0] = now
+                goal_handle.publish_feedback(TrainAction.Feedback(job_id=job.job_id, step=job.step,
+                                                                  total_steps=job.total, loss=float(loss)))
+
+        job, busy = self._start(goal.domain, goal.task, goal.method, on_step=feedback)
+        if job is None:
+            return finish(codes.RESULT_BUSY, busy)
+        while not job.done.wait(0.05):
+            if goal_handle.is_cancel_requested:
+                job.cancel.set()
+        result = {"succeeded": codes.RESULT_OK, "canceled": codes.RESULT_CANCELED,
+                  "stopped": codes.RESULT_NOT_ACTIVE}.get(job.outcome, codes.RESULT_INTERNAL_ERROR)
+        return finish(result, job.message, job)
 
     def _check_training(self, domain: str, task: str, method: str) -> str | None:
         problem = check_domain_and_task(domain, task)
@@ -290,14 +438,15 @@ class SpecializedModelNode(Node):
             return f"the specialized model starts from the general prior, which is not usable: {err}; {TRAIN_HINT}"
         return None
 
-    def _start(self, domain: str, task: str, method: str) -> tuple[Job | None, str]:
+    def _start(self, domain: str, task: str, method: str, on_step=None) -> tuple[Job | None, str]:
         """(the job started in the background, "") or (None, why not: another job is running)."""
         with self._job_lock:
             if self.job is not None:
                 j = self.job
                 return None, f"job {j.job_id} ({j.domain}) is running, step {j.step}/{j.total}: try again when it ends"
             method = method or self.get_parameter("method").value
-            job = Job(f"{domain}{'-' + task if task else ''}-{uuid.uuid4().hex[:8]}", domain, task, method)
+            job = Job(f"{domain}{'-' + task if task else ''}-{uuid.uuid4().hex[:8]}", domain, task, method,
+                      on_step=on_step)
             self.job = job
             self._new_observations[(domain, task)] = 0
             self._thread = threading.Thread(target=self._run, args=(job,), name=f"train-{job.job_id}", daemon=True)
@@ -330,16 +479,26 @@ class SpecializedModelNode(Node):
             version = save(model, path)
             msg = model_info(ModelInfo, "specialized", job.domain, job.task, path, read_header(path))
             self.model_info_publisher.publish(msg)
-            self._progress(job, "succeeded", float("nan"), f"version {version} saved to {path}")
+            job.outcome, job.version, job.path = "succeeded", str(version), str(path)
+            job.message = f"version {version} saved to {path}"
+            self._progress(job, "succeeded", float("nan"), job.message)
             log.info(f"job {job.job_id}: specialized model {label} version {version} saved to {path}")
         except _Stopped:
-            log.info(f"job {job.job_id}: abandoned, the node is shutting down")
+            if job.cancel.is_set():
+                job.outcome, job.message = "canceled", f"job {job.job_id} canceled at step {job.step}; nothing saved"
+                self._progress(job, "canceled", float("nan"), job.message)
+            else:
+                job.outcome, job.message = "stopped", f"job {job.job_id} abandoned: the node is deactivating"
+            log.info(job.message)
         except Exception as err:  # report on the topic; the node stays up
-            self._progress(job, "failed", float("nan"), f"{type(err).__name__}: {err}")
+            job.outcome, job.message = "failed", f"{type(err).__name__}: {err}"
+            self._progress(job, "failed", float("nan"), job.message)
             log.error(f"job {job.job_id} failed: {err!r}")
         finally:
+            self._stats[f"jobs_{job.outcome or 'failed'}"] += 1
             with self._job_lock:
                 self.job = None
+            job.done.set()
 
     def _training_data(self, job: Job):
         """(states, targets, note): the stored observations inside the plausible range; the rest are left out."""
@@ -358,10 +517,12 @@ class SpecializedModelNode(Node):
                 np.array([r.target for r in keep], dtype=np.float64), note)
 
     def _on_step(self, job: Job, step: int, total: int, loss: float) -> None:
-        if self._stopping.is_set():
+        if self._stopping.is_set() or job.cancel.is_set():
             raise _Stopped()
         job.step, job.total = step, total
         self._progress(job, "running", loss)
+        if job.on_step is not None:
+            job.on_step(job, loss)
 
     def _progress(self, job: Job, state: str, loss: float, message: str = "") -> None:
         if self._stopping.is_set():
@@ -374,7 +535,10 @@ class SpecializedModelNode(Node):
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self.store.close()
+        if self.store is not None:
+            self.store.close()
+            self.store = None
+        self.train_action.destroy()
         return super().destroy_node()
 
 

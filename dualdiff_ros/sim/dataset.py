@@ -210,11 +210,12 @@ def _chunk_job(args):
 
 
 def generate(seed: int, task_indices, keep_types, sampling: Sampling = Sampling(), progress: bool = False,
-             workers: int = 1, chunk: int = 200, name: str = "navigate_to") -> NavigateData:
+             workers: int = 1, chunk: int = 200, name: str = "navigate_to", on_progress=None) -> NavigateData:
     """Dataset over ``task_indices`` with metadata; ``workers`` > 1 spreads chunks over processes.
 
     Each task draws from its own (seed, task index) streams, so the result is the same for any
-    number of workers or chunk size.
+    number of workers or chunk size. ``on_progress(tasks_done, tasks_total, points)`` is called
+    after each chunk; an exception it raises stops the generation (a cancel).
     """
     from tqdm.auto import tqdm
 
@@ -232,6 +233,8 @@ def generate(seed: int, task_indices, keep_types, sampling: Sampling = Sampling(
             stats = {k: stats[k] + s[k] for k in stats}
             bar.update(len(job[1]))
             bar.set_postfix(points=sum(len(p) for p in parts))
+            if on_progress is not None:
+                on_progress(sum(len(j[1]) for j in jobs[:len(parts)]), len(task_indices), sum(len(p) for p in parts))
     finally:
         bar.close()
         if pool:

@@ -71,9 +71,10 @@ def _propose(propose_fn, states, k, rng, batch_size) -> tuple[np.ndarray, float]
     return np.concatenate(out), seconds
 
 
-def _check_all(held_out: HeldOut, proposals: np.ndarray) -> np.ndarray:
+def _check_all(held_out: HeldOut, proposals: np.ndarray, on_progress=None) -> np.ndarray:
     """Validity ``[n, k]``: one world, one scene build per task, the floor set per step."""
     valid = np.zeros(proposals.shape[:2], dtype=bool)
+    done = 0
     with World() as world:
         for rows in _groups(np.column_stack([held_out.seed, held_out.task_index])):
             scene = generate_scene(int(held_out.seed[rows[0]]), int(held_out.task_index[rows[0]]))
@@ -87,6 +88,9 @@ def _check_all(held_out: HeldOut, proposals: np.ndarray) -> np.ndarray:
                                      "different simulator version or seed?")
                 world.set_step(step)
                 valid[i] = world.check_targets(step.object_index, proposals[i])
+                done += 1
+                if on_progress is not None:
+                    on_progress("checking", done, len(valid))
     return valid
 
 
@@ -106,7 +110,8 @@ def _coverage(valid_points: np.ndarray, reference: np.ndarray, radius: float) ->
 
 
 def evaluate_proposer(propose_fn, held_out, samples_per_state: int = 16, cap: int | None = None,
-                      seed: int = 0, batch_size: int = 1024, coverage_radius: float = 1.0) -> dict:
+                      seed: int = 0, batch_size: int = 1024, coverage_radius: float = 1.0,
+                      on_progress=None) -> dict:
     """Score ``propose_fn`` on held-out states (a ``HeldOut`` or a ``NavigateData``).
 
     - validity: share of all proposals that are valid;
@@ -116,14 +121,18 @@ def evaluate_proposer(propose_fn, held_out, samples_per_state: int = 16, cap: in
     - spread: mean pairwise distance of a state's valid proposals (states with two or more);
     - coverage: share of recorded valid targets within ``coverage_radius`` of a valid proposal;
     - ms_per_query: proposer time per state (all ``samples_per_state`` proposals), batched.
+
+    ``on_progress(stage, done, total)`` ("proposing" once, then "checking" per state) may raise to stop.
     """
     if isinstance(held_out, NavigateData):
         held_out = held_out_states(held_out)
     k = int(samples_per_state)
     cap = k + 1 if cap is None else int(cap)
     rng = np.random.default_rng(seed)
+    if on_progress is not None:
+        on_progress("proposing", 0, len(held_out))
     proposals, seconds = _propose(propose_fn, held_out.states, k, rng, batch_size)
-    valid = _check_all(held_out, proposals)
+    valid = _check_all(held_out, proposals, on_progress)
     first = np.where(valid.any(axis=1), valid.argmax(axis=1) + 1, cap)
     spreads = [_mean_pairwise(proposals[i][valid[i]]) for i in range(len(valid)) if valid[i].sum() >= 2]
     ref_spreads = [_mean_pairwise(r) for r in held_out.reference if len(r) >= 2]
