@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
-from dualdiff_interfaces.msg import ModelInfo, PlacementProposals
+from dualdiff_interfaces.msg import HomeContext, ModelInfo, PlacementProposals
 from dualdiff_interfaces.srv import ProposePlacements
 from geometry_msgs.msg import Point, PoseStamped, Quaternion
 from nav_msgs.msg import OccupancyGrid
@@ -31,6 +31,8 @@ from ..diffusion.checkpoint import CheckpointError
 from ..domains import SERVED_DOMAINS
 from ..maps import OccupancyMap, quaternion_to_yaw, yaw_to_quaternion
 from .common import (
+    HOME_CONTEXT_DEPTH,
+    HOME_CONTEXT_TOPIC,
     MODEL_INFO_TOPIC,
     PROPOSAL_MARKERS_TOPIC,
     PROPOSALS_TOPIC,
@@ -88,7 +90,7 @@ class PlacementProposalNode(LifecycleNode):
         self.marker_publisher = self.create_publisher(MarkerArray, PROPOSAL_MARKERS_TOPIC, 1)
         # What the robot was told, for rosbag: every RESULT_OK answer, stamped, in the request's frame.
         self.proposals_publisher = self.create_publisher(PlacementProposals, PROPOSALS_TOPIC, 10)
-        self._model_info_subscription = None
+        self._model_info_subscription = self._context_subscription = None
         # The service exists in every state, so a request to an idle node gets a reason, not silence.
         self.create_service(ProposePlacements, PROPOSE_SERVICE, self._on_propose,
                             callback_group=self._inference_group)
@@ -99,6 +101,9 @@ class PlacementProposalNode(LifecycleNode):
         self._load_from_disk()
         self._model_info_subscription = self.create_subscription(
             ModelInfo, MODEL_INFO_TOPIC, self._on_model_info, latched_qos(), callback_group=self._models_group)
+        self._context_subscription = self.create_subscription(
+            HomeContext, HOME_CONTEXT_TOPIC, self._on_home_context, latched_qos(HOME_CONTEXT_DEPTH),
+            callback_group=self._models_group)
         log_transition(self, "configured (inactive)")
         return TransitionCallbackReturn.SUCCESS
 
@@ -121,9 +126,10 @@ class PlacementProposalNode(LifecycleNode):
         return TransitionCallbackReturn.SUCCESS
 
     def _release(self) -> None:
-        if self._model_info_subscription is not None:
-            self.destroy_subscription(self._model_info_subscription)
-            self._model_info_subscription = None
+        for name in ("_model_info_subscription", "_context_subscription"):
+            if getattr(self, name) is not None:
+                self.destroy_subscription(getattr(self, name))
+                setattr(self, name, None)
         self.models.clear()
         self.get_logger().info("models released")
 
@@ -145,9 +151,20 @@ class PlacementProposalNode(LifecycleNode):
                 self.get_logger().info(f"no general prior for {domain} at {path} (waiting for an announcement)")
         for domain, task, path in specialized_checkpoints(store.root, SERVED_DOMAINS):
             self._load("specialized", domain, task, path)
+        for domain in SERVED_DOMAINS:
+            if store.home_aware_path(domain).exists():
+                self._load(serving.HOME_AWARE, domain, "", store.home_aware_path(domain))
+
+    def _on_home_context(self, msg: HomeContext) -> None:
+        """A home's observations as the specialized node summarized them (the home-aware prior reads them)."""
+        try:
+            self.service.contexts.put(msg.domain, msg.task, int(msg.count), list(msg.summary))
+        except ValueError as err:
+            self.get_logger().warning(f"ignored a home context for {serving.quote(msg.domain)}: {err}",
+                                      throttle_duration_sec=10.0)
 
     def _on_model_info(self, msg: ModelInfo) -> None:
-        if msg.role not in ("general", "specialized") or msg.domain not in SERVED_DOMAINS:
+        if msg.role not in ("general", "specialized", serving.HOME_AWARE) or msg.domain not in SERVED_DOMAINS:
             self._refuse_model(f"ignoring announcement of {serving.quote(msg.role)} model for "
                                f"{serving.quote(msg.domain)}: not a served domain "
                                f"({', '.join(SERVED_DOMAINS)}) or role")

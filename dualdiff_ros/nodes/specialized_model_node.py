@@ -20,7 +20,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 from dualdiff_interfaces.action import TrainSpecialized as TrainAction
-from dualdiff_interfaces.msg import ModelInfo, Observation, TrainingProgress
+from dualdiff_interfaces.msg import HomeContext, ModelInfo, Observation, TrainingProgress
 from dualdiff_interfaces.srv import ForgetObservations, ListObservations, RecordObservation, TrainSpecialized
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse
@@ -30,12 +30,16 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from ..diffusion.checkpoint import CheckpointError, read_header, verify_checkpoint
 from ..domains import SERVED_DOMAINS
+from ..domains.homes import FAMILY_DOMAINS, home_frame
 from ..learning import ObservationStore
+from ..learning.in_context import summary as context_summary
 from ..limits import DEFAULT_MARGIN, PlausibleRange, check_absolute
 from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, save, train_specialized
 from ..navigate_to import model_conditions
 from ..serving import not_active
 from .common import (
+    HOME_CONTEXT_DEPTH,
+    HOME_CONTEXT_TOPIC,
     MODEL_INFO_TOPIC,
     OBSERVATIONS_TOPIC,
     TRAIN_ACTION,
@@ -99,6 +103,8 @@ class SpecializedModelNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._check_parameters)
 
         self.model_info_publisher = self.create_publisher(ModelInfo, MODEL_INFO_TOPIC, latched_qos())
+        self.context_publisher = self.create_publisher(HomeContext, HOME_CONTEXT_TOPIC,
+                                                       latched_qos(HOME_CONTEXT_DEPTH))
         self.progress_publisher = self.create_publisher(
             TrainingProgress, TRAINING_PROGRESS_TOPIC, QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
         record_group, train_group = MutuallyExclusiveCallbackGroup(), MutuallyExclusiveCallbackGroup()
@@ -130,6 +136,8 @@ class SpecializedModelNode(LifecycleNode):
 
     def on_activate(self, state) -> TransitionCallbackReturn:
         self._announce_existing()
+        for domain, task, _ in self.store.summary():
+            self._publish_context(domain, task)
         log_transition(self, "active")
         return super().on_activate(state)
 
@@ -245,6 +253,7 @@ class SpecializedModelNode(LifecycleNode):
         """Store durably; (id, total for this domain/task). May start a background retrain."""
         oid = self.store.add(domain, task, list(state), list(target), stamp)
         total = self.store.count(domain, task)
+        self._publish_context(domain, task)  # before the acknowledgement: the next answer can use it
         self._new_observations[(domain, task)] += 1
         self._maybe_retrain(domain, task, total)
         return oid, total
@@ -320,6 +329,7 @@ class SpecializedModelNode(LifecycleNode):
             return response
         try:
             domain, task = self._selection(request.domain, request.task, request.any_task)
+            touched = self._pairs(domain, task)  # before: a pair forgotten whole must hear its count 0
             if request.all_of_domain_task:
                 if domain is None:
                     raise ValueError("all_of_domain_task needs a domain: name the domain whose observations go")
@@ -334,6 +344,8 @@ class SpecializedModelNode(LifecycleNode):
         except sqlite3.Error as err:
             response.result, response.message = codes.RESULT_INTERNAL_ERROR, f"not forgotten: {err}"
             return response
+        for d, t in touched:
+            self._publish_context(d, t)
         response.result, response.forgotten = codes.RESULT_OK, forgotten
         response.message = f"forgot {forgotten} observations; the next training leaves them out"
         self.get_logger().info(response.message)
@@ -500,14 +512,34 @@ class SpecializedModelNode(LifecycleNode):
                 self.job = None
             job.done.set()
 
-    def _training_data(self, job: Job):
-        """(states, targets, note): the stored observations inside the plausible range; the rest are left out."""
-        rows = self.store.list(job.domain, job.task)
-        plausible = self._plausible(job.domain)
+    def _plausible_rows(self, domain: str, task: str) -> tuple[list, list[int]]:
+        """(rows inside the plausible range, ids of the rest): what training and the home context use."""
+        rows = self.store.list(domain, task)
+        plausible = self._plausible(domain)
         keep = [r for r in rows if plausible is None or not (plausible.check_state(r.state)
                                                              or plausible.check_target(r.state, r.target))]
         kept = {r.id for r in keep}
-        left_out = [r.id for r in rows if r.id not in kept]
+        return keep, [r.id for r in rows if r.id not in kept]
+
+    def _pairs(self, domain: str | None, task: str | None) -> list[tuple[str, str]]:
+        """The stored (domain, task) pairs a list/forget selection covers (None = any)."""
+        return [(d, t) for d, t, _ in self.store.summary()
+                if (domain is None or d == domain) and (task is None or t == task)]
+
+    def _publish_context(self, domain: str, task: str) -> None:
+        """The home's observations as the home-aware prior reads them (latched, one per domain/task)."""
+        if domain not in FAMILY_DOMAINS:
+            return
+        rows, _ = self._plausible_rows(domain, task)
+        local = home_frame(domain, np.array([r.state for r in rows]).reshape(-1, 3),
+                           np.array([r.target for r in rows]).reshape(-1, 3))
+        msg = HomeContext(domain=domain, task=task, count=len(rows), summary=context_summary(local).tolist())
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.context_publisher.publish(msg)
+
+    def _training_data(self, job: Job):
+        """(states, targets, note): the stored observations inside the plausible range; the rest are left out."""
+        keep, left_out = self._plausible_rows(job.domain, job.task)
         if len(keep) < self.get_parameter("min_observations").value:
             raise ValueError(f"only {len(keep)} plausible observations (left out ids {left_out[:10]}): record more, "
                              "or forget the implausible ones with forget_observations")

@@ -1,0 +1,75 @@
+"""The loop a robot runs in a new home, over DDS: record an observation, the next answer uses it.
+
+No training runs: the specialized node publishes the home's context on each acknowledged
+observation and the placement node's home-aware prior reads it (docs/ros_interfaces.md).
+"""
+import shutil
+import time
+
+import numpy as np
+import pytest
+import rclpy
+from dualdiff_interfaces.srv import ForgetObservations, ProposePlacements, RecordObservation
+from nodes_support import call, tiny_models
+
+from dualdiff_ros.bringup import start_nodes, stop_nodes
+from dualdiff_ros.domains.homes import BoxRegion, home_domain
+from dualdiff_ros.nodes.common import PROPOSE_SERVICE
+from dualdiff_ros.training_jobs import train_home_aware
+
+STATE = [1.0, 2.0, 0.5]
+
+
+@pytest.fixture
+def robot(ros_context, spin_in_thread, tmp_path_factory, tmp_path):
+    model_dir = tmp_path / "models"
+    shutil.copytree(tiny_models(tmp_path_factory) / "cabinet", model_dir / "cabinet")
+    train_home_aware("cabinet", model_dir, "quick", progress=False)
+    executor, nodes = start_nodes(ros_context, "config/bringup.yaml", str(model_dir),
+                                  nodes=("specialized_model_node", "placement_proposal_node"),
+                                  overrides={"specialized_model_node": {"db_path": str(tmp_path / "obs.sqlite"),
+                                                                        "retrain_every": 0}})
+    probe = rclpy.create_node("home_probe", context=ros_context)
+    executor.add_node(probe)
+    spin_in_thread(executor)
+
+    class Robot:
+        record = probe.create_client(RecordObservation, "/specialized_model_node/record_observation")
+        forget = probe.create_client(ForgetObservations, "/specialized_model_node/forget_observations")
+        propose = probe.create_client(ProposePlacements, PROPOSE_SERVICE)
+
+    yield Robot
+    stop_nodes(executor, nodes)
+    probe.destroy_node()
+
+
+def _ask(robot):
+    return call(robot.propose, ProposePlacements.Request(domain="cabinet", state=STATE, num_samples=6, seed=2))
+
+
+def _until(robot, predicate, timeout=10.0):
+    deadline = time.monotonic() + timeout
+    while True:
+        reply = _ask(robot)
+        if predicate(reply) or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.05)
+
+
+def test_each_acknowledged_observation_reaches_the_next_answers(robot):
+    first = _until(robot, lambda r: r.result == 0)
+    assert first.result == 0 and first.mode_used != "home_aware"  # no observations yet: today's answer
+    home = home_domain("cabinet", BoxRegion((-1.0, -1.0, 0.0), (0.0, 0.0, 0.5)))
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3):
+        c = home.sample_conditions(1, rng)
+        t = home.sample_specialized_targets(c, rng)
+        ack = call(robot.record, RecordObservation.Request(domain="cabinet", state=list(c[0]), target=list(t[0])))
+        assert ack.result == 0 and ack.observations_total == n
+        reply = _until(robot, lambda r, n=n: f"{n} observation" in r.message)
+        assert reply.result == 0 and reply.mode_used == "home_aware", reply.message
+        assert f"this home's {n} observation" in reply.message and len(reply.proposals) == 6
+    gone = call(robot.forget, ForgetObservations.Request(domain="cabinet", all_of_domain_task=True))
+    assert gone.result == 0 and gone.forgotten == 3
+    after = _until(robot, lambda r: r.mode_used != "home_aware")
+    assert after.mode_used != "home_aware", after.message
