@@ -5,6 +5,7 @@
     dualdiff bench-train --output runs/bench-train      # samples/s, 1 vs 2 processes
     dualdiff experiment cabinet|round_table|overlap --output runs/cabinet [--quick]
     dualdiff learning-curve --domain cabinet --output runs/curve [--quick]
+    dualdiff adapt --model-dir artifacts/models --output runs/adapt   # time to adapt, real nodes
     dualdiff bench-2d --output runs/bench2d [--quick]
     dualdiff navigate --output runs/navigate [--quick]
     dualdiff demo                       # train (once), serve, call the service, evaluate, plot
@@ -161,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--test-conditions", type=int, default=None, help="held-out furniture poses (default 200)")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_learning_curve)
+
+    from .evaluation import adaptation
+    p = sub.add_parser("adapt", help="time to adapt through the real nodes: record observations one by one")
+    adaptation.add_arguments(p)
+    p.set_defaults(func=adaptation.run_from_args)
 
     from .evaluation import bench2d, navigation
     p = sub.add_parser("bench-2d", help="DualDiff 2-D mode-capture benchmark")

@@ -135,8 +135,9 @@ SERVICE_SETTINGS = (
             "the home-aware prior (when one is loaded: `dualdiff train --home-aware`), which reads the home's "
             "observations from its condition: no training needed (docs/RESULTS.md, section 8)."),
     Setting("home_aware.max_observations", 16, "The home-aware prior answers joint requests while the home has "
-            "1 to this many observations; from then on the fine-tuned specialist composed with the general prior "
-            "does (measured crossing: docs/RESULTS.md, section 8).", int_range=(0, 1_000_000)),
+            "1 to this many observations (or more, until a specialist is trained); then the fine-tuned specialist "
+            "composed with the general prior does (measured crossing: docs/RESULTS.md, section 8).",
+            int_range=(0, 1_000_000)),
     Setting("home_aware.guidance", 1.5, "Classifier-free guidance on the home's observations: 1 = the plain "
             "posterior predictive (widest), above 1 sharper (more accurate, less coverage).",
             float_range=(0.0, 20.0)),
@@ -361,7 +362,7 @@ class PlacementService:
         if not (math.isfinite(min_separation) and min_separation >= 0):
             raise Refused(RESULT_INVALID_REQUEST, f"min_separation {min_separation} must be a finite distance >= 0 "
                           "(0 = proposals may lie close together)")
-        home = self._home_aware(domain, task, mode, values)
+        home = self._home_aware(domain, task, mode, values, specialized is not None)
         if home is not None:
             return self._answer_home_aware(home, domain, task, state, num_samples, seed, values, min_separation)
         mode, note = self._resolve_mode(domain, task, mode, general, specialized, bool(values["fallback_to_general"]))
@@ -423,11 +424,12 @@ class PlacementService:
                       navigate_to.pose_yaws(state, targets) if domain in MAPPED_DOMAINS else None,
                       drawn, valid)
 
-    def _home_aware(self, domain: str, task: str, mode: str, values: dict):
+    def _home_aware(self, domain: str, task: str, mode: str, values: dict, have_specialist: bool):
         """(model, count, summary) when the home-aware prior answers this request, else None.
 
         Mode "home_aware" asks for it (MODEL_UNAVAILABLE without one); a joint request gets it while
-        the home has 1..home_aware.max_observations observations and the model is loaded.
+        the home has 1..home_aware.max_observations observations, or more but no specialist trained
+        yet (better than the prior alone), and the model is loaded.
         """
         model = self.slots.get((HOME_AWARE, domain, ""))
         count, summary = self.contexts.get(domain, task)
@@ -438,7 +440,7 @@ class PlacementService:
                               f"{domain} --home-aware`")
             return model, count, summary
         if (mode == "joint" and model is not None and bool(values["home_aware.enabled"])
-                and 1 <= count <= int(values["home_aware.max_observations"])):
+                and count >= 1 and (count <= int(values["home_aware.max_observations"]) or not have_specialist)):
             return model, count, summary
         return None
 
