@@ -73,3 +73,19 @@ def test_each_acknowledged_observation_reaches_the_next_answers(robot):
     assert gone.result == 0 and gone.forgotten == 3
     after = _until(robot, lambda r: r.mode_used != "home_aware")
     assert after.mode_used != "home_aware", after.message
+
+
+def test_dualdiff_adapt_measures_the_time_to_adapt(tmp_path_factory, tmp_path):
+    import math
+
+    from dualdiff_ros.evaluation.adaptation import run_adaptation
+
+    model_dir = tmp_path / "models"
+    shutil.copytree(tiny_models(tmp_path_factory) / "cabinet", model_dir / "cabinet")
+    train_home_aware("cabinet", model_dir, "quick", progress=False)
+    result = run_adaptation(model_dir, tmp_path / "adapt", observations=3, retrain_every=100, score_at=(2,))
+    rows = result["rows"]
+    assert [r["observations"] for r in rows] == [1, 2, 3]
+    assert all(math.isfinite(r["context_seconds"]) and r["context_seconds"] < 5 for r in rows)
+    assert rows[1]["mode_used"] == "home_aware" and 0 <= rows[1]["accuracy"] <= 1
+    assert "| 2 |" in (tmp_path / "adapt" / "results.md").read_text()
