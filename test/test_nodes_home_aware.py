@@ -87,5 +87,5 @@ def test_dualdiff_adapt_measures_the_time_to_adapt(tmp_path_factory, tmp_path):
     rows = result["rows"]
     assert [r["observations"] for r in rows] == [1, 2, 3]
     assert all(math.isfinite(r["context_seconds"]) and r["context_seconds"] < 5 for r in rows)
-    assert rows[1]["mode_used"] == "home_aware" and 0 <= rows[1]["accuracy"] <= 1
+    assert all(r["answered_by"] == "home_aware" for r in rows) and 0 <= rows[1]["accuracy"] <= 1
     assert "| 2 |" in (tmp_path / "adapt" / "results.md").read_text()

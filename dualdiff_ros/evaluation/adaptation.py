@@ -5,7 +5,7 @@ database, then plays a robot in the thesis's home: for n = 1..N it records one t
 (RecordObservation), and measures
 
 - context seconds: from the n-th acknowledgement to the first joint reply that says it used n
-  observations (the home-aware prior, when `home_aware.*` lets it answer);
+  observations (while the home-aware prior answers: `home_aware.*`);
 - swap seconds: after each background retrain (`retrain_every`), from the acknowledgement that
   triggered it to the first reply served by the new specialist (its version in `specialized_version`);
 - the replies' accuracy in the home at chosen n (`--score-at`), over a fixed set of furniture poses.
@@ -74,9 +74,11 @@ def run_adaptation(model_dir, output, domain: str = "cabinet", observations: int
                 if ack is None or ack.result != 0:
                     raise RuntimeError(f"observation {n} not acknowledged: {ack.message if ack else 'timeout'}")
                 row = {"observations": n}
-                row["context_seconds"], reply = _wait(
-                    lambda n=n: (r := ask()).result == 0 and f"this home's {n} observation" in r.message and r,
-                    5.0)
+                seconds, reply = _wait(lambda n=n: (r := ask()).result == 0 and (
+                    f"this home's {n} observation" in r.message or r.mode_used != "home_aware") and r, 5.0)
+                # once the composed specialist answers, the home-aware prior's context no longer applies
+                row["context_seconds"] = seconds if reply and reply.mode_used == "home_aware" else None
+                row["answered_by"] = reply.mode_used if reply else ""
                 if n % retrain_every == 0:
                     row["swap_seconds"], fresh = _wait(
                         lambda: (r := ask("specialized")).result == 0 and r.specialized_version != version and r,
@@ -87,7 +89,6 @@ def run_adaptation(model_dir, output, domain: str = "cabinet", observations: int
                     got = np.array([[q.x, q.y, q.z] for a in answers for q in a.proposals])
                     at = np.repeat(poses, [len(a.proposals) for a in answers], axis=0)
                     row["accuracy"] = float(home.in_specialized_region(at, got).mean())
-                    row["mode_used"] = answers[0].mode_used
                 rows.append(row)
                 print(f"[adapt] {json.dumps(row)}", flush=True)
         finally:
@@ -96,7 +97,7 @@ def run_adaptation(model_dir, output, domain: str = "cabinet", observations: int
     result = {"domain": domain, "home": "thesis", "retrain_every": retrain_every, "rows": rows,
               "model_dir": str(model_dir)}
     (output / "results.json").write_text(json.dumps(result, indent=1))
-    table = markdown_table(rows, ["observations", "context_seconds", "swap_seconds", "accuracy", "mode_used"])
+    table = markdown_table(rows, ["observations", "answered_by", "context_seconds", "swap_seconds", "accuracy"])
     (output / "results.md").write_text(f"# time to adapt: {domain}, thesis home\n\n{table}")
     print(table)
     return result
