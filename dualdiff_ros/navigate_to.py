@@ -130,6 +130,22 @@ def spec_of(model) -> PatchSpec | None:
     return PatchSpec.from_dict(perception) if perception else None
 
 
+def map_block(spec: PatchSpec) -> list[int]:
+    """The condition columns of the map (flag and patch): the block training drops and guidance leans on."""
+    return [STATE_SIZE, STATE_SIZE + spec.feature_dim]
+
+
+def mark_map_guidance(model) -> None:
+    """Give a map-seeing model its droppable block if its checkpoint predates the record of it.
+
+    Every such model was trained with the map dropped for part of its rows (recipe map_dropout, and
+    a no-map copy of every specialist row), so guidance on the block applies to it as well.
+    """
+    spec = spec_of(model)
+    if spec is not None and not model.metadata.get("droppable_condition"):
+        model.metadata["droppable_condition"] = map_block(spec)
+
+
 def drop_maps(features: np.ndarray, fraction: float, seed: int) -> np.ndarray:
     """Training features with `fraction` of the rows set to "no map" (flag 0, patch 0)."""
     rng = np.random.default_rng(seed)

@@ -298,6 +298,7 @@ def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> Diffusi
     if (model.condition_dim, model.target_dim) != (condition_size, target_size):
         raise CheckpointError(f"{path} maps {model.condition_dim} numbers to {model.target_dim}, "
                               f"{domain} needs {condition_size} -> {target_size}")
+    navigate_to.mark_map_guidance(model)
     return model
 
 

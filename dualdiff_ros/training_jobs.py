@@ -17,7 +17,7 @@ from .diffusion.cluster import Cluster
 from .diffusion.train_state import StateFile
 from .domains import get_domain
 from .model_store import ModelStore, Recipe, save, train_general, train_specialized
-from .navigate_to import STATE_SIZE, PatchSpec, conditions, drop_maps
+from .navigate_to import PatchSpec, conditions, drop_maps, map_block
 from .recipes import NAVIGATION_DATA
 from .recipes import recipe as named_recipe
 from .seeds import stream
@@ -165,9 +165,8 @@ def navigation_conditions(data, recipe: Recipe, seed: int, progress: bool = Fals
 
 def mark_map_block(model, recipe: Recipe) -> None:
     """Record the patch spec and where the map sits in the condition (the block training drops)."""
-    spec = PatchSpec.from_dict(recipe.perception)
     model.metadata["perception"] = dict(recipe.perception)
-    model.metadata["droppable_condition"] = [STATE_SIZE, STATE_SIZE + spec.feature_dim]
+    model.metadata["droppable_condition"] = map_block(PatchSpec.from_dict(recipe.perception))
 
 
 def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,

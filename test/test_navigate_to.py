@@ -193,3 +193,14 @@ def test_a_bad_min_separation_is_refused(service, simulated, bad):
     state, _ = simulated
     with pytest.raises(serving.Refused, match="min_separation"):
         service.answer("navigate_to", "", "joint", state, 4, min_separation=bad)
+
+
+def test_an_older_map_model_gets_its_guidance_block_on_load(tmp_path_factory):
+    root = tiny_navigate_models(tmp_path_factory)
+    model = load_checkpoint(root / "navigate_to" / "general.safetensors")
+    block = model.metadata.pop("droppable_condition")
+    assert block == [10, 10 + navigate_to.spec_of(model).feature_dim]
+    navigate_to.mark_map_guidance(model)
+    assert model.metadata["droppable_condition"] == block
+    loaded = serving.load_for_slot("general", "navigate_to", "", root / "navigate_to" / "general.safetensors", root)
+    assert loaded.metadata["droppable_condition"] == block
