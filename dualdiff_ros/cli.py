@@ -20,7 +20,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .runtime import limit_torch_threads
+from .runtime import run_command
 
 DEFAULT_MODEL_DIR = "artifacts/models"
 
@@ -224,14 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        limit_torch_threads(args.threads)
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FileNotFoundError) as err:
-        print(f"dualdiff {args.command}: error: {err}", file=sys.stderr)
-        return 2
+    return run_command(f"dualdiff {args.command}", args.func, args)
 
 
 if __name__ == "__main__":

@@ -31,3 +31,21 @@ def limit_torch_threads(threads: int | None = None) -> int:
     threads = default_threads() if threads is None else max(1, int(threads))
     torch.set_num_threads(threads)
     return threads
+
+
+def run_command(name: str, command, args) -> int:
+    """Run a command line's `command(args)` with the torch threads of `args.threads`: the exit code.
+
+    A user's mistake (ValueError, a missing file) is one line on stderr and exit 2, Ctrl-C is 130:
+    never a traceback for what the message can say.
+    """
+    import sys
+
+    try:
+        limit_torch_threads(args.threads)
+        return int(command(args) or 0)
+    except KeyboardInterrupt:
+        return 130
+    except (ValueError, FileNotFoundError) as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2

@@ -71,20 +71,13 @@ def run(args) -> int:
 
 
 def main(argv=None) -> int:
-    from .runtime import limit_torch_threads
+    from .runtime import run_command
 
     parser = argparse.ArgumentParser(prog="python -m dualdiff_ros.train", description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None,
                         help="torch intra-op threads per process (default 1, or $DUALDIFF_THREADS)")
     args = add_arguments(parser).parse_args(argv)
-    try:
-        limit_torch_threads(args.threads)
-        return run(args)
-    except KeyboardInterrupt:
-        return 130
-    except (ValueError, FileNotFoundError) as err:
-        print(f"dualdiff train: error: {err}", file=sys.stderr)
-        return 2
+    return run_command("dualdiff train", run, args)
 
 
 if __name__ == "__main__":
