@@ -68,7 +68,7 @@ def _learning_curve(args) -> int:
     changes = {"homes": args.homes, "seed": args.seed, "test_conditions": args.test_conditions,
                "observations": tuple(args.observations) if args.observations else None,
                "cutoffs": tuple(args.cutoffs) if args.cutoffs else None,
-               "context_guidance": tuple(args.in_context) if args.in_context else None}
+               "context_guidance": tuple(args.home_aware) if args.home_aware else None}
     for name, value in changes.items():
         if value is not None:
             setattr(settings, name, value)
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="observation counts (default 0 1 2 4 8 16 32 64 128)")
     p.add_argument("--cutoffs", type=float, nargs="+", default=None, metavar="F",
                    help="extra proposer rows with the prior guiding above this fraction of the schedule")
-    p.add_argument("--in-context", type=float, nargs="+", default=None, metavar="G",
+    p.add_argument("--home-aware", type=float, nargs="+", default=None, metavar="G",
                    help="also train the home-aware prior and serve it at these guidance scales (1 = plain)")
     p.add_argument("--test-conditions", type=int, default=None, help="held-out furniture poses (default 200)")
     p.add_argument("--seed", type=int, default=None)

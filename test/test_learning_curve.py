@@ -149,4 +149,4 @@ def test_the_curve_can_run_the_home_aware_prior(tmp_path):
     settings = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.0, 3.0))
     result = run_learning_curve(tmp_path, settings)
     names = {r["row"] for r in result["rows"] if r["observations"] == 4}
-    assert {"in_context", "in_context_w3"} <= names
+    assert {"home_aware", "home_aware_w3"} <= names

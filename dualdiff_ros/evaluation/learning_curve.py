@@ -12,7 +12,7 @@ each of `test_conditions` held-out furniture poses:
   the prior, as the service answers a joint request with no specialist);
 - proposer_cut<f>: the same with the prior guiding only above f of the noise schedule (how much
   the prior should say may depend on N);
-- in_context[_w<g>]: the home-aware prior (learning/in_context.py) given the N observations in its
+- home_aware[_w<g>]: the home-aware prior (learning/in_context.py) given the N observations in its
   condition, no training per home; guidance g > 1 sharpens it towards them;
 - limit: the exact Bayes posterior predictive of the home family (evaluation/bayes_limit.py).
 
@@ -57,8 +57,8 @@ class CurveSettings:
     general_size: int = 55_398
     seed: int = 0
     cutoffs: tuple = ()                # extra proposer rows: general_min_t_fraction values
-    # The home-aware prior (learning/in_context.py): rows "in_context" (guidance 1) and
-    # "in_context_w<g>" for each further guidance scale; () = not trained.
+    # The home-aware prior (learning/in_context.py): rows "home_aware" (guidance 1) and
+    # "home_aware_w<g>" for each further guidance scale; () = not trained.
     context_guidance: tuple = ()
     fleet_homes: int = 4000
     fleet_points: int = 160
@@ -123,14 +123,14 @@ def limit_samples(home, domain: str, observed_local: np.ndarray, conditions: np.
     return home.from_region_frame(np.repeat(conditions, k, axis=0), local).reshape(len(conditions), k, -1)
 
 
-def in_context_samples(model, home, observed_local, conditions, k, seed, guidance: float) -> np.ndarray:
+def home_aware_samples(model, home, observed_local, conditions, k, seed, guidance: float) -> np.ndarray:
     """The home-aware prior's proposals given the home's observations, best first."""
     sampler = replace(Proposer().sampler, guidance=guidance)
     conds = context_conditions(conditions, observed_local)
     return propose_all_single(Proposer(sampler=sampler), model, conds, k, seed)
 
 
-def train_in_context(settings: CurveSettings):
+def train_home_aware_prior(settings: CurveSettings):
     """The home-aware prior on fleet data from the family (one per curve run)."""
     s = settings
     c, t = fleet_rows(s.domain, s.fleet_homes, s.fleet_points, s.fleet_rows_per_home, stream(s.seed, "fleet_data"))
@@ -139,7 +139,7 @@ def train_in_context(settings: CurveSettings):
     return model
 
 
-def run_home(home, index: int, general, settings: CurveSettings, in_context=None) -> list[dict]:
+def run_home(home, index: int, general, settings: CurveSettings, home_aware=None) -> list[dict]:
     """Every row at every N for one home."""
     s = settings
     rng = np.random.default_rng(stream(s.seed, "observations") + 1000 * index)
@@ -176,9 +176,9 @@ def run_home(home, index: int, general, settings: CurveSettings, in_context=None
                 found[f"proposer_cut{cut:g}"] = score_samples(
                     home, test, propose_all(cut_proposer, general, trained["fine_tuned"], test, s.looks, sampling),
                     reference_local, s.looks)
-        for w in s.context_guidance if in_context is not None else ():
-            name = "in_context" if w == 1 else f"in_context_w{w:g}"
-            found[name] = score_samples(home, test, in_context_samples(in_context, home, home.region_frame(c, t),
+        for w in s.context_guidance if home_aware is not None else ():
+            name = "home_aware" if w == 1 else f"home_aware_w{w:g}"
+            found[name] = score_samples(home, test, home_aware_samples(home_aware, home, home.region_frame(c, t),
                                                                        test, s.looks, sampling, w),
                                         reference_local, s.looks)
         found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
@@ -221,10 +221,10 @@ def run_learning_curve(output_dir, settings: CurveSettings | None = None) -> dic
     data = family[0].general_dataset(s.general_size, stream(s.seed, "general_data"))
     general = train_general(s.domain, data.conditions, data.targets, s.recipe, stream(s.seed, "train_general"),
                             s.progress)
-    in_context = train_in_context(s) if s.context_guidance else None
+    home_aware = train_home_aware_prior(s) if s.context_guidance else None
     rows = []
     for i, home in enumerate(family):
-        rows += run_home(home, i, general, s, in_context)
+        rows += run_home(home, i, general, s, home_aware)
         result = {"study": "learning_curve", "domain": s.domain, "settings": asdict(s),
                   "homes": [{"name": h.name, "region": asdict(h.region)} for h in family],
                   "rows": rows, "summary": summarize(rows), "seconds": round(time.time() - start, 1)}
@@ -256,8 +256,8 @@ def plot_curves(summary: list[dict], path: Path, domain: str) -> None:
             mean = np.array([r[key][0] for r in pts])
             sd = np.array([r[key][1] for r in pts])
             style = {"color": "k", "linestyle": "--"} if name == "limit" else {}
-            ax.plot(x, mean, marker="o", markersize=3, label=name, **style)
-            ax.fill_between(x, mean - sd, mean + sd, alpha=0.15, color=style.get("color"))
+            (line,) = ax.plot(x, mean, marker="o", markersize=3, label=name, **style)
+            ax.fill_between(x, mean - sd, mean + sd, alpha=0.12, color=line.get_color())
         ax.set_xscale("log", base=2)
         ax.set_xlabel("observations N (0 drawn at 0.5)")
         ax.set_title(key.replace("_", " "))
