@@ -88,7 +88,7 @@ def _demo(args) -> int:
 def _benchmark(args) -> int:
     from .evaluation.service_benchmark import run_service_benchmark
     given = {"sampler.method": args.sampler_method, "sampler.steps": args.sampler_steps,
-             "sampler.fine_steps": args.sampler_fine_steps}
+             "sampler.fine_steps": args.sampler_fine_steps, "sampler.guidance": args.sampler_guidance}
     overrides = {name: value for name, value in given.items() if value is not None}  # the rest: config/bringup.yaml
     run_service_benchmark(args.model_dir, args.output, requests=args.requests, clients=args.clients,
                           num_samples=args.num_samples, overrides=overrides, mode=args.mode, domain=args.domain)
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler-method", choices=["ddpm", "ddim", "dpm_solver"],
                    help="the node's sampler.method (default: config/bringup.yaml's)")
     p.add_argument("--sampler-steps", type=int, help="the node's sampler.steps (DDIM, DPM-Solver; 0 = all)")
+    p.add_argument("--sampler-guidance", type=float, default=None,
+                   help="override sampler.guidance (navigate_to: 1 = no guidance on the map)")
     p.add_argument("--sampler-fine-steps", type=int,
                    help="the node's sampler.fine_steps (last levels taken one by one; 0 = even spacing)")
     p.add_argument("--mode", default="joint", choices=["joint", "general", "specialized"], help="request mode")
