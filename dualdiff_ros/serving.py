@@ -364,10 +364,18 @@ class PlacementService:
             raise Refused(RESULT_INVALID_REQUEST, f"min_separation {min_separation} must be a finite distance >= 0 "
                           "(0 = proposals may lie close together)")
         home = self._home_aware(domain, task, mode, values, specialized is not None)
-        if home is not None:
-            return self._answer_home_aware(home, domain, task, state, num_samples, seed, values, min_separation)
-        mode, note = self._resolve_mode(domain, task, mode, general, specialized, bool(values["fallback_to_general"]))
-        notes = [note]
+        condition = None
+        if home is not None:  # one model, the home's observations in its condition, its own guidance
+            home_model, count, summary = home
+            proposer = replace(proposer, sampler=replace(proposer.sampler,
+                                                         guidance=float(values["home_aware.guidance"])))
+            general, specialized, mode = None, home_model, "specialized"
+            condition = np.concatenate([state, summary])
+            notes = [f"answered from the home-aware prior with this home's {count} observation(s)"]
+        else:
+            mode, note = self._resolve_mode(domain, task, mode, general, specialized,
+                                            bool(values["fallback_to_general"]))
+            notes = [note]
         wanted = num_samples
         if min_separation > 0:  # draw more, keep the distinct ones
             num_samples = navigate_to.candidates_for(num_samples, float(values["distinct.oversample"]))
@@ -375,14 +383,16 @@ class PlacementService:
             notes.append(f"the map was ignored: {domain} proposals are not checked against a map")
             grid = None
         model = general if mode != "specialized" else specialized
-        condition = navigate_to.model_conditions(model, state[None], grid)[0]
+        if condition is None:
+            condition = navigate_to.model_conditions(model, state[None], grid)[0]
         drawn = navigate_to.candidates_for(num_samples, float(values["map.oversample"])) if grid else num_samples
         cost = proposer.passes_per_sample(model.schedule, mode, guided=has_block(model)) * drawn
         budget = int(values["budget.max_sample_passes"])
         if cost > budget:
             raise Refused(RESULT_INVALID_REQUEST, f"this request costs {cost} network passes x proposals "
-                          f"({drawn} proposals, mode {mode}, sampler {proposer.sampler.method}, composition "
-                          f"{proposer.composition.method}, {proposer.composition.langevin_steps} Langevin steps): "
+                          f"({drawn} proposals, mode {HOME_AWARE if home else mode}, sampler "
+                          f"{proposer.sampler.method}, composition {proposer.composition.method}, "
+                          f"{proposer.composition.langevin_steps} Langevin steps): "
                           f"more than budget.max_sample_passes = {budget}; ask for fewer proposals or cheaper "
                           "settings")
         seed = seed or secrets.randbelow(2**31 - 1) + 1  # 0 = fresh randomness
@@ -417,6 +427,9 @@ class PlacementService:
         if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
             raise Refused(RESULT_INTERNAL_ERROR, f"the {result.mode_used} model gave non-finite proposals for this "
                           "state: its checkpoint is broken; retrain it (nothing was returned)")
+        if home is not None:  # the home-aware prior stands in for the general prior; no specialist answered
+            return Answer(targets, scores, HOME_AWARE, "; ".join(notes), {}, home_model.metadata.get("version", ""),
+                          "", None, drawn, valid)
         used_specialized = result.mode_used in ("joint", "specialized")
         return Answer(targets, scores, result.mode_used,
                       "; ".join(m for m in (*notes, result.message) if m), result.diagnostics,
@@ -444,33 +457,6 @@ class PlacementService:
                 and count >= 1 and (count <= int(values["home_aware.max_observations"]) or not have_specialist)):
             return model, count, summary
         return None
-
-    def _answer_home_aware(self, home, domain, task, state, num_samples, seed, values, min_separation) -> Answer:
-        """Proposals of the home-aware prior given the home's observations (no specialist involved)."""
-        model, count, summary = home
-        proposer = self.proposer
-        guided = replace(proposer, sampler=replace(proposer.sampler, guidance=float(values["home_aware.guidance"])))
-        drawn = navigate_to.candidates_for(num_samples, float(values["distinct.oversample"])) if min_separation > 0 \
-            else num_samples
-        cost = guided.passes_per_sample(model.schedule, "specialized", guided=has_block(model)) * drawn
-        if cost > int(values["budget.max_sample_passes"]):
-            raise Refused(RESULT_INVALID_REQUEST, f"this request costs {cost} network passes x proposals ({drawn} "
-                          f"proposals from the home-aware prior): more than budget.max_sample_passes = "
-                          f"{values['budget.max_sample_passes']}; ask for fewer proposals")
-        condition = np.concatenate([state, summary])
-        out = guided.propose(None, model, condition, drawn, "specialized", seed or secrets.randbelow(2**31 - 1) + 1)
-        targets, scores = ranked(out.targets, out.scores)
-        notes = [f"answered from the home-aware prior with this home's {count} observation(s)"]
-        if min_separation > 0:
-            targets, scores = distinct(targets, scores, num_samples, min_separation)
-            if len(targets) < num_samples:
-                notes.append(f"only {len(targets)} of {num_samples} proposals are at least {min_separation:g} apart "
-                             f"(of {drawn} drawn)")
-        if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
-            raise Refused(RESULT_INTERNAL_ERROR, "the home-aware prior gave non-finite proposals for this state: "
-                          "its checkpoint is broken; retrain it (nothing was returned)")
-        return Answer(targets, scores, HOME_AWARE, "; ".join(notes), {}, model.metadata.get("version", ""), "",
-                      None, drawn, len(targets))
 
     def _resolve_mode(self, domain, task, mode, general, specialized, general_without_specialist: bool):
         """The mode to run and a note when it differs; Refused when a needed model is missing."""
