@@ -98,20 +98,12 @@ def score_samples(home, conditions: np.ndarray, samples: np.ndarray, reference_l
 
 
 def propose_all(proposer: Proposer, general, specialist, conditions: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """``[n, k, d]`` proposals as served (joint, or the general prior alone without a specialist), best first."""
-    mode = "joint" if specialist is not None else "general"
+    """``[n, k, d]`` proposals as served, best first: joint with both models, else the one given alone."""
+    mode = "joint" if general is not None and specialist is not None else \
+        ("general" if specialist is None else "specialized")
     out = []
     for i, c in enumerate(conditions):
         p = proposer.propose(general, specialist, c, k, mode, seed + i)
-        out.append(ranked(p.targets, p.scores)[0])
-    return np.stack(out)
-
-
-def propose_all_single(proposer: Proposer, model, conditions, k, seed) -> np.ndarray:
-    """One model's proposals, best first (mode "specialized" of the proposer runs any single model)."""
-    out = []
-    for i, c in enumerate(conditions):
-        p = proposer.propose(None, model, c, k, "specialized", seed + i)
         out.append(ranked(p.targets, p.scores)[0])
     return np.stack(out)
 
@@ -127,7 +119,7 @@ def home_aware_samples(model, home, observed_local, conditions, k, seed, guidanc
     """The home-aware prior's proposals given the home's observations, best first."""
     sampler = replace(Proposer().sampler, guidance=guidance)
     conds = context_conditions(conditions, observed_local)
-    return propose_all_single(Proposer(sampler=sampler), model, conds, k, seed)
+    return propose_all(Proposer(sampler=sampler), None, model, conds, k, seed)
 
 
 def train_home_aware_prior(settings: CurveSettings):
@@ -167,7 +159,7 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
                 trained[name] = train_specialized(general, c, t, s.recipe, method, task=home.name,
                                                   seed=stream(s.seed, f"train_{name}") + 1000 * index + n,
                                                   progress=False)
-                found[name] = score_samples(home, test, propose_all_single(base, trained[name], test, s.looks,
+                found[name] = score_samples(home, test, propose_all(base, None, trained[name], test, s.looks,
                                                                            sampling), reference_local, s.looks)
             found["proposer"] = score_samples(home, test, propose_all(base, general, trained["fine_tuned"], test,
                                                                       s.looks, sampling), reference_local, s.looks)
