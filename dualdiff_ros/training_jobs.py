@@ -17,7 +17,7 @@ from .diffusion.cluster import Cluster
 from .diffusion.train_state import StateFile
 from .domains import get_domain
 from .model_store import ModelStore, Recipe, save, train_general, train_specialized
-from .navigate_to import PatchSpec, conditions, drop_maps, map_block
+from .navigate_to import PatchSpec, conditions, drop_maps, mark_map_guidance
 from .recipes import NAVIGATION_DATA
 from .recipes import recipe as named_recipe
 from .seeds import stream
@@ -166,7 +166,7 @@ def navigation_conditions(data, recipe: Recipe, seed: int, progress: bool = Fals
 def mark_map_block(model, recipe: Recipe) -> None:
     """Record the patch spec and where the map sits in the condition (the block training drops)."""
     model.metadata["perception"] = dict(recipe.perception)
-    model.metadata["droppable_condition"] = map_block(PatchSpec.from_dict(recipe.perception))
+    mark_map_guidance(model)
 
 
 def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
