@@ -121,14 +121,20 @@ def running_nodes(model_dir, nodes, overrides: dict[str, dict] | None = None, na
     """
     context = rclpy.context.Context()
     rclpy.init(context=context)
-    executor, started = None, []
+    executor, started, spinner = None, [], None
     try:
         executor, started = start_nodes(context, default_config(), model_dir, nodes=nodes, overrides=overrides,
                                         namespace=namespace)
-        threading.Thread(target=executor.spin, daemon=True).start()
+        spinner = threading.Thread(target=executor.spin, daemon=True)
+        spinner.start()
         yield context, started
     finally:
         if executor is not None:
+            # The spin thread must be done before its nodes and context go: a callback still running
+            # on a destroyed node can take the process down at exit.
+            executor.shutdown()
+            if spinner is not None:
+                spinner.join(timeout=10)
             stop_nodes(executor, started)
         rclpy.try_shutdown(context=context)
 
