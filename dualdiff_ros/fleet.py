@@ -143,8 +143,13 @@ def train_general_sharded(domain: str, shards: ShardSet, recipe: Recipe, seed: i
 
 
 def train_navigation_sharded(model_dir, recipe_name: str, seed: int, data, cluster: Cluster | None = None,
-                             state_every: int = 500, resume: bool = False, progress: bool = True) -> dict:
-    """`dualdiff train --domain navigate_to --data DIR`: the prior from shards, then (rank 0) the ball models."""
+                             state_every: int = 500, resume: bool = False, progress: bool = True,
+                             general_epochs: int | None = None) -> dict:
+    """`dualdiff train --domain navigate_to --data DIR`: the prior from shards, then (rank 0) the ball models.
+
+    `general_epochs` replaces the recipe's: the recipe counts epochs of its own ~140k points, and a
+    shard set many times that size needs fewer passes for the same number of optimiser steps.
+    """
     from .model_store import ModelStore
     from .recipes import NAVIGATION_DATA
     from .recipes import recipe as named_recipe
@@ -153,6 +158,8 @@ def train_navigation_sharded(model_dir, recipe_name: str, seed: int, data, clust
 
     cluster = cluster or Cluster()
     recipe = named_recipe(recipe_name, NAVIGATE_TO)
+    if general_epochs is not None:
+        recipe = replace(recipe, general=replace(recipe.general, epochs=general_epochs))
     shards = ShardSet(data)
     made_with = (shards.meta.get("perception"), shards.meta.get("map_dropout"))
     if made_with != (dict(recipe.perception), recipe.map_dropout):

@@ -31,6 +31,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if checkpoints of this recipe exist")
     p.add_argument("--data", default=None, metavar="DIR",
                    help="navigate_to: train the general prior on this shard set (`dualdiff navigate-data`)")
+    p.add_argument("--general-epochs", type=int, default=None, metavar="N",
+                   help="with --data: the prior's epochs over the shard set (default: the recipe's, 30 for full; "
+                        "a set 14x the size converges in fewer, docs/RESULTS.md section 9)")
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto: CUDA (NCCL) where torch sees a GPU, else CPU (gloo)")
     p.add_argument("--state-every", type=int, default=500, metavar="K",
@@ -51,13 +54,18 @@ def run(args) -> int:
     try:
         if cluster.is_main and cluster.distributed:
             print(f"[train] {cluster.world_size} processes, backend {cluster.backend}, device {cluster.device.type}")
+        general_epochs = getattr(args, "general_epochs", None)
+        if general_epochs is not None and (args.data is None or general_epochs < 1):
+            raise ValueError(f"--general-epochs {general_epochs}: give a positive number, with --data (a shard set); "
+                             "the recipes' own data keep the recipe's epochs")
         for domain in args.domain:
             if args.data is not None:
                 if domain != "navigate_to":
                     raise ValueError(f"--data (a shard set) is for --domain navigate_to, not {domain}")
                 from .fleet import train_navigation_sharded
                 train_navigation_sharded(args.model_dir, args.recipe, args.seed, args.data, cluster,
-                                         args.state_every, args.resume, progress=cluster.is_main)
+                                         args.state_every, args.resume, progress=cluster.is_main,
+                                         general_epochs=general_epochs)
                 continue
             from .training_jobs import train_domain
             train_domain(domain, args.model_dir, args.recipe, seed=args.seed, force=args.force or args.resume,

@@ -122,12 +122,17 @@ GENERAL_DATA_SEED, BALL_DATA_SEED = 0, 1  # the data is fixed across training se
 def load_navigation_data(general_tasks: int, train_tasks: int, test_tasks: int, data_dir=None,
                          general_seed: int = GENERAL_DATA_SEED, ball_seed: int = BALL_DATA_SEED,
                          progress: bool = False):
-    """General, ball-train and ball-test NavigateData; generated once per (seed, size), cached in data_dir."""
+    """General, ball-train and ball-test NavigateData; generated once per (seed, size), cached in data_dir.
+
+    `general_tasks` 0 makes no general data (None): a study that evaluates a prior trained elsewhere.
+    """
     from . import sim  # PyBullet: only where navigate-to data is made
 
     root = Path(data_dir).expanduser() if data_dir else None
     general_path = root / f"navigate_general_seed{general_seed}_tasks{general_tasks}.npz" if root else None
-    if general_path is not None and general_path.exists():
+    if general_tasks == 0:
+        general = None
+    elif general_path is not None and general_path.exists():
         general = sim.NavigateData.load(general_path)
     else:
         general = sim.general_dataset(general_tasks, general_seed, progress=progress)
@@ -171,14 +176,19 @@ def mark_map_block(model, recipe: Recipe) -> None:
 
 def train_navigation_models(general_data, ball_train, recipe: Recipe, seed: int,
                             needed: tuple = ("scratch", "fine_tuned"), progress: bool = False,
-                            cluster: Cluster | None = None, state: StateFile | None = None) -> dict:
-    """The navigate-to general prior, and the ball model from scratch and/or the ball fine-tune, for one seed."""
-    general_conditions, general_targets = navigation_conditions(general_data, recipe, stream(seed, "general_data"),
-                                                                progress)
-    general = train_general(NAVIGATE_TO, general_conditions, general_targets, recipe,
-                            stream(seed, "train_general"), progress, cluster, state)
-    if recipe.perception:
-        mark_map_block(general, recipe)
+                            cluster: Cluster | None = None, state: StateFile | None = None,
+                            general=None) -> dict:
+    """The navigate-to general prior, and the ball model from scratch and/or the ball fine-tune, for one seed.
+
+    A given `general` (a prior trained elsewhere, e.g. on the fleet shards) is used as it is.
+    """
+    if general is None:
+        general_conditions, general_targets = navigation_conditions(general_data, recipe,
+                                                                    stream(seed, "general_data"), progress)
+        general = train_general(NAVIGATE_TO, general_conditions, general_targets, recipe,
+                                stream(seed, "train_general"), progress, cluster, state)
+        if recipe.perception:
+            mark_map_block(general, recipe)
     models = {"general": general}
     ball_conditions, ball_targets = navigation_conditions(ball_train, recipe, stream(seed, "specialized_data"),
                                                           both=True)

@@ -85,3 +85,39 @@ def test_command_line_options_reach_the_settings(tmp_path):
     assert settings.seeds == (3, 4) and settings.num_states == 7 and settings.samples_per_state == 5
     assert settings.configurations == ("proposer", "ring")
     assert settings.data_dir == str(tmp_path / "data") and settings.general_tasks == 100
+    assert navigation.settings_from_args(parser.parse_args(["--general-model", "p.safetensors"])).general_model \
+        == "p.safetensors"
+
+
+def test_a_study_evaluates_a_prior_trained_on_shards_with_its_own_epochs(tmp_path, data_dir):
+    from dualdiff_ros.diffusion.checkpoint import load_checkpoint
+    from dualdiff_ros.fleet import write_navigation_shards
+    from dualdiff_ros.recipes import recipe
+    from dualdiff_ros.train import add_arguments, run
+
+    shards = write_navigation_shards(tmp_path / "shards", 4, recipe("quick", "navigate_to"), workers=1, chunk=2,
+                                     progress=False)
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--domain", "navigate_to", "--recipe", "quick", "--data", str(tmp_path / "shards"),
+         "--model-dir", str(tmp_path / "models"), "--general-epochs", "2", "--state-every", "0"])
+    assert run(args) == 0
+    prior_path = ModelStore(tmp_path / "models").general_path("navigate_to")
+    record = load_checkpoint(prior_path).metadata["training"][-1]
+    assert record["epochs"] == 2 and record["num_examples"] == len(shards)  # not the recipe's 8
+
+    settings = navigation.NavigationSettings.quick(data_dir=str(data_dir), configurations=("general", "fine_tuned"),
+                                                   general_model=str(prior_path))
+    result = navigation.run_navigation_study(tmp_path / "study", settings)
+    assert result["data"]["general_points"] == len(shards)
+    assert {r["configuration"] for r in result["rows"]} == {"general", "fine_tuned"}
+    evaluated = load_checkpoint(tmp_path / "study" / "models" / "navigate_to" / "general.safetensors")
+    assert evaluated.metadata["version"] == load_checkpoint(prior_path).metadata["version"]  # used, not retrained
+
+
+def test_general_epochs_without_a_shard_set_is_refused(tmp_path):
+    from dualdiff_ros.train import add_arguments, run
+
+    args = add_arguments(argparse.ArgumentParser()).parse_args(
+        ["--domain", "cabinet", "--recipe", "quick", "--model-dir", str(tmp_path), "--general-epochs", "3"])
+    with pytest.raises(ValueError, match="--general-epochs 3"):
+        run(args)

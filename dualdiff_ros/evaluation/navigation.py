@@ -69,6 +69,7 @@ class NavigationSettings:
     map_check: MapCheck = field(default_factory=MapCheck)  # the placement service's defaults
     oversample: float = 2.0                               # candidates drawn per answer wanted, with a map
     ring_search: int = 4                                  # the service's map.ring_search
+    general_model: str | None = None  # a prior trained elsewhere (`dualdiff train --data`): evaluated, not trained
 
     @classmethod
     def quick(cls, **overrides) -> "NavigationSettings":
@@ -260,9 +261,13 @@ def run_navigation_study(output_dir, settings: NavigationSettings | None = None)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     start = time.time()
+    general, general_points = given_prior(settings)
+    if general is not None:
+        settings = replace(settings, general_tasks=0)
     general_data, ball_train, ball_test = load_datasets(settings)
+    general_points = general_points if general is not None else len(general_data)
     held_out = sim.held_out_states(ball_test).head(settings.num_states)
-    data_info = {"general_points": len(general_data), "ball_train_points": len(ball_train),
+    data_info = {"general_points": general_points, "ball_train_points": len(ball_train),
                  "ball_test_points": len(ball_test), "ball_test_states": len(sim.held_out_states(ball_test)),
                  "evaluated_states": len(held_out)}
     configs = {name: spec for name, spec in study_configurations().items() if name in settings.configurations}
@@ -270,7 +275,8 @@ def run_navigation_study(output_dir, settings: NavigationSettings | None = None)
     rows, train_seconds = [], {}
     for seed in settings.seeds:
         t0 = time.time()
-        models = train_navigation_models(general_data, ball_train, settings.recipe, seed, needed, settings.progress)
+        models = train_navigation_models(general_data, ball_train, settings.recipe, seed, needed, settings.progress,
+                                         general=general)
         train_seconds[seed] = round(time.time() - t0, 1)
         rows += evaluate_configurations(configs, models, held_out, settings, seed)
         if seed == settings.seeds[0]:
@@ -284,6 +290,25 @@ def run_navigation_study(output_dir, settings: NavigationSettings | None = None)
                   "seconds": round(time.time() - start, 1)}
         write_results(output, result)
     return result
+
+
+def given_prior(settings: NavigationSettings):
+    """(the prior of `settings.general_model`, the rows it was trained on), or (None, 0) when the study trains one.
+
+    The prior must see the map as the study's recipe does: another patch would make every condition wrong.
+    """
+    if not settings.general_model:
+        return None, 0
+    from ..diffusion.checkpoint import load_checkpoint
+
+    general = load_checkpoint(settings.general_model)
+    wanted, has = dict(settings.recipe.perception or {}), general.metadata.get("perception") or {}
+    if has != wanted:
+        raise ValueError(f"--general-model {settings.general_model} sees the map as {has}, the study's recipe as "
+                         f"{wanted}: make it with `dualdiff navigate-data` and `dualdiff train --data` of that recipe")
+    shards = general.metadata.get("data_shards") or {}
+    rows = shards.get("rows") or general.metadata["training"][-1].get("num_examples", 0)
+    return general, rows
 
 
 def write_results(output: Path, result: dict) -> None:
@@ -366,6 +391,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--samples-per-state", type=int, default=None, help="proposals per state (full: 16)")
     parser.add_argument("--general-tasks", type=int, default=None, help="general-data tasks (full: 5000)")
     parser.add_argument("--general-epochs", type=int, default=None, help="general prior epochs (full: 30)")
+    parser.add_argument("--general-model", default=None, metavar="CHECKPOINT",
+                        help="evaluate this general prior (e.g. the fleet-scale one of `dualdiff train --data`) "
+                             "instead of training one per seed; the ball models are still trained per seed")
     parser.add_argument("--progress", action="store_true", help="progress bars and per-configuration lines")
     parser.add_argument("--configs", nargs="+", choices=CONFIGURATIONS, default=None,
                         help="rows to run (default: all); only the models they need are trained")
@@ -408,6 +436,8 @@ def settings_from_args(args) -> NavigationSettings:
         recipe_ = replace(recipe_, map_dropout=args.map_dropout)
     if args.oversample is not None:
         changes["oversample"] = args.oversample
+    if args.general_model is not None:
+        changes["general_model"] = args.general_model
     return replace(settings, recipe=recipe_, **changes)
 
 
