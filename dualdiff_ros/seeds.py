@@ -8,7 +8,7 @@ from __future__ import annotations
 
 STREAMS = {
     "general_data": 1, "specialized_data": 2, "test": 3, "reference": 4, "sampling": 5, "plot_sampling": 6,
-    "train_general": 11, "train_scratch": 12, "train_fine_tuned": 13,
+    "train_general": 11, "train_scratch": 12, "train_fine_tuned": 13, "train_home_aware": 14,
     "homes": 21, "observations": 22, "fleet_data": 23,
 }
 

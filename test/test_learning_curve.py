@@ -150,3 +150,25 @@ def test_the_curve_can_run_the_home_aware_prior(tmp_path):
     result = run_learning_curve(tmp_path, settings)
     names = {r["row"] for r in result["rows"] if r["observations"] == 4}
     assert {"home_aware", "home_aware_w3"} <= names
+
+
+def test_a_fine_tune_of_the_home_aware_prior_keeps_its_condition_and_composes_with_it(tmp_path):
+    from dualdiff_ros.diffusion.composition import check_compatible
+    from dualdiff_ros.domains.homes import homes
+    from dualdiff_ros.evaluation.learning_curve import train_home_aware_prior, tune_home_aware
+
+    settings = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.5,), context_tuning=True)
+    result = run_learning_curve(tmp_path, settings)
+    at = {r["row"]: r for r in result["rows"] if r["observations"] == 4}
+    assert {"home_aware_w1.5", "home_aware_tuned_w1.5", "home_aware_joint_w1.5"} <= set(at)
+    assert not any(r["row"].startswith("home_aware_tuned") for r in result["rows"] if r["observations"] == 0)
+    for name in ("home_aware_tuned_w1.5", "home_aware_joint_w1.5"):
+        assert 0 <= at[name]["accuracy"] <= 1 and 1 <= at[name]["looks_to_find"] <= settings.looks
+
+    prior = train_home_aware_prior(settings)
+    home = homes(settings.domain, 1, 0)[0]
+    rng = np.random.default_rng(0)
+    c = home.sample_conditions(4, rng)
+    tuned = tune_home_aware(prior, home, c, home.sample_specialized_targets(c, rng), settings, seed=1)
+    check_compatible(prior, tuned)  # one condition (pose + summary), one normalizer: they compose
+    assert tuned.metadata["droppable_condition"] == prior.metadata["droppable_condition"]

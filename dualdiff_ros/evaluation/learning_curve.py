@@ -14,6 +14,9 @@ each of `test_conditions` held-out furniture poses:
   the prior should say may depend on N);
 - home_aware[_w<g>]: the home-aware prior (learning/in_context.py) given the N observations in its
   condition, no training per home; guidance g > 1 sharpens it towards them;
+- home_aware_tuned[_w<g>], home_aware_joint[_w<g>]: a fine-tune *of the home-aware prior* on the N
+  observations (each row's condition carrying the home's summary), alone and composed with the
+  prior it came from (the two share the condition, the normalizers and the guidance block);
 - limit: the exact Bayes posterior predictive of the home family (evaluation/bayes_limit.py).
 
 Metrics: accuracy (in the home's region), coverage (Naeem et al., k = 5, against the home's own
@@ -60,6 +63,7 @@ class CurveSettings:
     # The home-aware prior (learning/in_context.py): rows "home_aware" (guidance 1) and
     # "home_aware_w<g>" for each further guidance scale; () = not trained.
     context_guidance: tuple = ()
+    context_tuning: bool = False       # also the rows of a fine-tune of the home-aware prior
     fleet_homes: int = 4000
     fleet_points: int = 160
     fleet_rows_per_home: int = 40
@@ -115,11 +119,28 @@ def limit_samples(home, domain: str, observed_local: np.ndarray, conditions: np.
     return home.from_region_frame(np.repeat(conditions, k, axis=0), local).reshape(len(conditions), k, -1)
 
 
-def home_aware_samples(model, home, observed_local, conditions, k, seed, guidance: float) -> np.ndarray:
-    """The home-aware prior's proposals given the home's observations, best first."""
-    sampler = replace(Proposer().sampler, guidance=guidance)
+def guided_proposer(guidance: float) -> Proposer:
+    """The served Proposer with classifier-free guidance `guidance` on the context, alone and composed."""
+    base = Proposer()
+    return replace(base, sampler=replace(base.sampler, guidance=guidance),
+                   composition=replace(base.composition, sampler=replace(base.composition.sampler, guidance=guidance)))
+
+
+def home_aware_samples(model, home, observed_local, conditions, k, seed, guidance: float,
+                       tuned=None, joint: bool = False) -> np.ndarray:
+    """Proposals given the home's observations, best first.
+
+    The home-aware prior alone, its fine-tune `tuned` alone, or (`joint`) the two composed.
+    """
     conds = context_conditions(conditions, observed_local)
-    return propose_all(Proposer(sampler=sampler), None, model, conds, k, seed)
+    general, specialist = (model, tuned) if joint else (None, tuned if tuned is not None else model)
+    return propose_all(guided_proposer(guidance), general, specialist, conds, k, seed)
+
+
+def tune_home_aware(model, home, c, t, settings: "CurveSettings", seed: int):
+    """The home-aware prior fine-tuned on a home's N observations, each row conditioned on all N."""
+    return train_specialized(model, context_conditions(c, home.region_frame(c, t)), t, settings.recipe,
+                             "fine_tune", task=home.name, seed=seed, progress=False)
 
 
 def train_home_aware_prior(settings: CurveSettings):
@@ -168,11 +189,18 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
                 found[f"proposer_cut{cut:g}"] = score_samples(
                     home, test, propose_all(cut_proposer, general, trained["fine_tuned"], test, s.looks, sampling),
                     reference_local, s.looks)
+        tuned = None
+        if home_aware is not None and n > 0 and s.context_tuning:
+            tuned = tune_home_aware(home_aware, home, c, t, s, stream(s.seed, "train_home_aware") + 1000 * index + n)
         for w in s.context_guidance if home_aware is not None else ():
-            name = "home_aware" if w == 1 else f"home_aware_w{w:g}"
-            found[name] = score_samples(home, test, home_aware_samples(home_aware, home, home.region_frame(c, t),
-                                                                       test, s.looks, sampling, w),
-                                        reference_local, s.looks)
+            suffix = "" if w == 1 else f"_w{w:g}"
+            variants = {"home_aware": {}}
+            if tuned is not None:
+                variants.update(home_aware_tuned={"tuned": tuned}, home_aware_joint={"tuned": tuned, "joint": True})
+            for name, how in variants.items():
+                found[name + suffix] = score_samples(
+                    home, test, home_aware_samples(home_aware, home, home.region_frame(c, t), test, s.looks,
+                                                   sampling, w, **how), reference_local, s.looks)
         found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
                                                                  s.looks, sampling), reference_local, s.looks)
         for name, scores in found.items():
