@@ -69,7 +69,8 @@ def _learning_curve(args) -> int:
                "observations": tuple(args.observations) if args.observations else None,
                "cutoffs": tuple(args.cutoffs) if args.cutoffs else None,
                "context_guidance": tuple(args.home_aware) if args.home_aware else None,
-               "context_tuning": True if args.home_aware_tuning else None}
+               "context_tuning": True if args.home_aware_tuning else None,
+               "min_separation": args.min_separation}
     for name, value in changes.items():
         if value is not None:
             setattr(settings, name, value)
@@ -162,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the home-aware prior and serve it at these guidance scales (1 = plain)")
     p.add_argument("--home-aware-tuning", action="store_true",
                    help="with --home-aware: also fine-tune the home-aware prior on each N, alone and composed")
+    p.add_argument("--min-separation", type=float, default=None, metavar="D",
+                   help="also rows asked for proposals at least D apart (the request's min_separation)")
     p.add_argument("--test-conditions", type=int, default=None, help="held-out furniture poses (default 200)")
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=_learning_curve)

@@ -172,3 +172,27 @@ def test_a_fine_tune_of_the_home_aware_prior_keeps_its_condition_and_composes_wi
     tuned = tune_home_aware(prior, home, c, home.sample_specialized_targets(c, rng), settings, seed=1)
     check_compatible(prior, tuned)  # one condition (pose + summary), one normalizer: they compose
     assert tuned.metadata["droppable_condition"] == prior.metadata["droppable_condition"]
+
+
+def test_distinct_rows_spread_the_looks_by_the_separation_asked_for(tmp_path):
+    from dualdiff_ros.diffusion.proposer import Proposer
+    from dualdiff_ros.evaluation.learning_curve import propose_all
+    from dualdiff_ros.model_store import train_general
+
+    settings = CurveSettings.quick(observations=(0,), homes=1, min_separation=0.3)
+    result = run_learning_curve(tmp_path, settings)
+    assert "proposer_distinct" in {r["row"] for r in result["rows"]}
+
+    home = homes("cabinet", 1, 0)[0]
+    data = home.general_dataset(2000, 0)
+    general = train_general("cabinet", data.conditions, data.targets, settings.recipe, 0, False)
+    test = home.sample_conditions(5, np.random.default_rng(1))
+    spread = propose_all(Proposer(), general, None, test, 4, 0, min_separation=0.8)
+    plain = propose_all(Proposer(), general, None, test, 4, 0)
+    assert spread.shape == plain.shape == (5, 4, 3)
+
+    def closest(props):
+        return np.linalg.norm(props[:, None] - props[None], axis=-1)[np.triu_indices(4, 1)].min()
+
+    assert min(closest(p) for p in spread) >= 0.8  # 16 drawn in a 2 x 2 x 1 box: 4 that far apart exist
+    assert min(closest(p) for p in plain) < 0.8     # without the field, some do lie closer

@@ -37,7 +37,7 @@ from ..domains.homes import FAMILY_DOMAINS, homes
 from ..learning.in_context import context_conditions, fleet_rows, mark_context_block
 from ..model_store import Recipe, train_general, train_specialized
 from ..seeds import stream
-from ..serving import ranked
+from ..serving import distinct, ranked
 from . import metrics
 from .bayes_limit import predictive
 from .report import markdown_table
@@ -45,6 +45,7 @@ from .report import markdown_table
 OBSERVATIONS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 ROWS = ("general", "scratch", "fine_tuned", "proposer", "limit")
 METRICS = ("accuracy", "coverage", "looks_to_find")
+DISTINCT_OVERSAMPLE = 4.0  # the placement service's distinct.oversample
 
 
 @dataclass
@@ -64,6 +65,7 @@ class CurveSettings:
     # "home_aware_w<g>" for each further guidance scale; () = not trained.
     context_guidance: tuple = ()
     context_tuning: bool = False       # also the rows of a fine-tune of the home-aware prior
+    min_separation: float = 0.0        # > 0: "<row>_distinct" rows, the request field min_separation
     fleet_homes: int = 4000
     fleet_points: int = 160
     fleet_rows_per_home: int = 40
@@ -101,14 +103,26 @@ def score_samples(home, conditions: np.ndarray, samples: np.ndarray, reference_l
             "looks_to_find": float(looks_to_find(inside, looks).mean())}
 
 
-def propose_all(proposer: Proposer, general, specialist, conditions: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """``[n, k, d]`` proposals as served, best first: joint with both models, else the one given alone."""
+def propose_all(proposer: Proposer, general, specialist, conditions: np.ndarray, k: int, seed: int,
+                min_separation: float = 0.0) -> np.ndarray:
+    """``[n, k, d]`` proposals as served, best first: joint with both models, else the one given alone.
+
+    With `min_separation` > 0, as a request with that field: DISTINCT_OVERSAMPLE x k drawn, the
+    best-scored ones at least that far apart first (serving.distinct), then the rest in score order
+    (what a robot would get by asking again), so every row still has k looks.
+    """
     mode = "joint" if general is not None and specialist is not None else \
         ("general" if specialist is None else "specialized")
+    drawn = int(np.ceil(k * DISTINCT_OVERSAMPLE)) if min_separation > 0 else k
     out = []
     for i, c in enumerate(conditions):
-        p = proposer.propose(general, specialist, c, k, mode, seed + i)
-        out.append(ranked(p.targets, p.scores)[0])
+        p = proposer.propose(general, specialist, c, drawn, mode, seed + i)
+        targets, scores = ranked(p.targets, p.scores)
+        if min_separation > 0:
+            kept, _ = distinct(targets, scores, k, min_separation)
+            rest = [t for t in targets if not any(np.array_equal(t, q) for q in kept)]
+            targets = np.concatenate([kept, np.asarray(rest).reshape(-1, targets.shape[1])])[:k]
+        out.append(targets)
     return np.stack(out)
 
 
@@ -172,10 +186,10 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
         start = time.time()
         found = {"general": general_scores}
         c, t = obs_c[:n], obs_t[:n]
+        trained = {}
         if n == 0:
             found["proposer"] = general_scores  # the cold start: the service answers from the prior
         else:
-            trained = {}
             for name, method in (("scratch", "scratch"), ("fine_tuned", "fine_tune")):
                 trained[name] = train_specialized(general, c, t, s.recipe, method, task=home.name,
                                                   seed=stream(s.seed, f"train_{name}") + 1000 * index + n,
@@ -201,6 +215,9 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
                 found[name + suffix] = score_samples(
                     home, test, home_aware_samples(home_aware, home, home.region_frame(c, t), test, s.looks,
                                                    sampling, w, **how), reference_local, s.looks)
+        if s.min_separation > 0:
+            found.update(distinct_rows(home, test, reference_local, s, sampling, general, trained,
+                                       home_aware, home.region_frame(c, t)))
         found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
                                                                  s.looks, sampling), reference_local, s.looks)
         for name, scores in found.items():
@@ -210,6 +227,25 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
                                 for k, v in found.items())
             print(f"[{home.name} N={n} {time.time() - start:.0f} s] {summary}", flush=True)
     return rows
+
+
+def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, general, trained: dict,
+                  home_aware, observed_local) -> dict:
+    """Rows asked for proposals at least `s.min_separation` apart (do spread looks find the object sooner).
+
+    The proposer (the prior alone at N = 0) and the home-aware prior at its largest guidance.
+    """
+    specialist = trained.get("fine_tuned")
+    out = {"proposer_distinct": score_samples(home, test, propose_all(Proposer(), general, specialist, test, s.looks,
+                                                                      sampling, s.min_separation),
+                                              reference_local, s.looks)}
+    if home_aware is not None and s.context_guidance:
+        w = max(s.context_guidance)
+        conds = context_conditions(test, observed_local)
+        name = "home_aware_distinct" if w == 1 else f"home_aware_w{w:g}_distinct"
+        out[name] = score_samples(home, test, propose_all(guided_proposer(w), None, home_aware, conds, s.looks,
+                                                          sampling, s.min_separation), reference_local, s.looks)
+    return out
 
 
 def summarize(rows: list[dict]) -> list[dict]:
