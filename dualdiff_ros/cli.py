@@ -70,7 +70,8 @@ def _learning_curve(args) -> int:
                "cutoffs": tuple(args.cutoffs) if args.cutoffs else None,
                "context_guidance": tuple(args.home_aware) if args.home_aware else None,
                "context_tuning": True if args.home_aware_tuning else None,
-               "min_separation": args.min_separation}
+               "min_separation": args.min_separation,
+               "context_recipe": recipe(args.home_aware_recipe) if args.home_aware_recipe else None}
     for name, value in changes.items():
         if value is not None:
             setattr(settings, name, value)
@@ -163,6 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also train the home-aware prior and serve it at these guidance scales (1 = plain)")
     p.add_argument("--home-aware-tuning", action="store_true",
                    help="with --home-aware: also fine-tune the home-aware prior on each N, alone and composed")
+    p.add_argument("--home-aware-recipe", default=None, choices=RECIPES,
+                   help="the home-aware prior's size and training (default: --recipe's)")
     p.add_argument("--min-separation", type=float, default=None, metavar="D",
                    help="also rows asked for proposals at least D apart (the request's min_separation)")
     p.add_argument("--test-conditions", type=int, default=None, help="held-out furniture poses (default 200)")
@@ -224,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="joint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=10.0)
+    p.add_argument("--home-aware-recipe", default=None, choices=RECIPES,
+                   help="the home-aware prior's size and training (default: --recipe's)")
     p.add_argument("--min-separation", type=float, default=0.0,
                    help="proposals at least this far apart (0 = no constraint); fewer may come back")
     p.set_defaults(func=_propose)

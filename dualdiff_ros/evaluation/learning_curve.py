@@ -70,6 +70,7 @@ class CurveSettings:
     fleet_points: int = 160
     fleet_rows_per_home: int = 40
     recipe: Recipe = field(default_factory=Recipe)
+    context_recipe: Recipe | None = None  # the home-aware prior's size and training (None: `recipe`)
     progress: bool = True
 
     def __post_init__(self):
@@ -161,7 +162,8 @@ def train_home_aware_prior(settings: CurveSettings):
     """The home-aware prior on fleet data from the family (one per curve run)."""
     s = settings
     c, t = fleet_rows(s.domain, s.fleet_homes, s.fleet_points, s.fleet_rows_per_home, stream(s.seed, "fleet_data"))
-    model = train_general(s.domain, c, t, s.recipe, stream(s.seed, "train_general") + 1, s.progress)
+    model = train_general(s.domain, c, t, s.context_recipe or s.recipe, stream(s.seed, "train_general") + 1,
+                          s.progress)
     mark_context_block(model)
     return model
 
