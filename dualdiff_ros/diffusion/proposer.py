@@ -10,7 +10,7 @@ specialized model and says so, so a joint answer is never worse than the special
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
@@ -78,6 +78,11 @@ class Proposer:
     composition: CompositionConfig = field(default_factory=default_composition)
     sampler: SamplerConfig = field(default_factory=default_sampler)
     policy: FallbackPolicy = field(default_factory=FallbackPolicy)
+
+    def with_guidance(self, guidance: float) -> "Proposer":
+        """This proposer with classifier-free guidance `guidance`, for one model alone and for the product."""
+        composition = replace(self.composition, sampler=replace(self.composition.sampler, guidance=guidance))
+        return replace(self, sampler=replace(self.sampler, guidance=guidance), composition=composition)
 
     def passes_per_sample(self, schedule, mode: str = "joint", guided: bool = False) -> int:
         """Network passes one proposal can cost (each expert counted): what a request budget counts.

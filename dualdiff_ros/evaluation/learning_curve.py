@@ -134,13 +134,6 @@ def limit_samples(home, domain: str, observed_local: np.ndarray, conditions: np.
     return home.from_region_frame(np.repeat(conditions, k, axis=0), local).reshape(len(conditions), k, -1)
 
 
-def guided_proposer(guidance: float) -> Proposer:
-    """The served Proposer with classifier-free guidance `guidance` on the context, alone and composed."""
-    base = Proposer()
-    return replace(base, sampler=replace(base.sampler, guidance=guidance),
-                   composition=replace(base.composition, sampler=replace(base.composition.sampler, guidance=guidance)))
-
-
 def home_aware_samples(model, home, observed_local, conditions, k, seed, guidance: float,
                        tuned=None, joint: bool = False) -> np.ndarray:
     """Proposals given the home's observations, best first.
@@ -149,7 +142,7 @@ def home_aware_samples(model, home, observed_local, conditions, k, seed, guidanc
     """
     conds = context_conditions(conditions, observed_local)
     general, specialist = (model, tuned) if joint else (None, tuned if tuned is not None else model)
-    return propose_all(guided_proposer(guidance), general, specialist, conds, k, seed)
+    return propose_all(Proposer().with_guidance(guidance), general, specialist, conds, k, seed)
 
 
 def tune_home_aware(model, home, c, t, settings: "CurveSettings", seed: int):
@@ -245,7 +238,7 @@ def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, 
         w = max(s.context_guidance)
         conds = context_conditions(test, observed_local)
         name = "home_aware_distinct" if w == 1 else f"home_aware_w{w:g}_distinct"
-        out[name] = score_samples(home, test, propose_all(guided_proposer(w), None, home_aware, conds, s.looks,
+        out[name] = score_samples(home, test, propose_all(Proposer().with_guidance(w), None, home_aware, conds, s.looks,
                                                           sampling, s.min_separation), reference_local, s.looks)
     return out
 

@@ -93,11 +93,7 @@ def study_configurations() -> dict:
     """
     configs = {name: configurations()[name] for name in MODEL_CONFIGURATIONS}
     configs["proposer_no_map"] = configs["proposer_map"] = configs["proposer"]
-    served = Proposer()
-    unguided = replace(served.sampler, guidance=1.0)
-    configs["proposer_unguided"] = ("proposer", ("general", "fine_tuned"), replace(
-        served, sampler=unguided, composition=replace(served.composition, sampler=replace(
-            served.composition.sampler, guidance=1.0))))
+    configs["proposer_unguided"] = ("proposer", ("general", "fine_tuned"), Proposer().with_guidance(1.0))
     configs["ring"] = configs["ring_map"] = ("ring", (), None)
     return configs
 
