@@ -138,9 +138,14 @@ SERVICE_SETTINGS = (
             "1 to this many observations (or more, until a specialist is trained); then the fine-tuned specialist "
             "composed with the general prior does (measured crossing: docs/RESULTS.md, section 8).",
             int_range=(0, 1_000_000)),
-    Setting("home_aware.guidance", 1.5, "Classifier-free guidance on the home's observations: 1 = the plain "
-            "posterior predictive (widest), above 1 sharper (more accurate, less coverage).",
-            float_range=(0.0, 20.0)),
+    Setting("home_aware.guidance", 1.5, "Classifier-free guidance on the home's observations while the home has "
+            "fewer than home_aware.many_observations: 1 = the plain posterior predictive (widest), above 1 "
+            "sharper (more accurate, less coverage).", float_range=(0.0, 20.0)),
+    Setting("home_aware.many_observations", 32, "From this many observations of the home on, "
+            "home_aware.guidance_many applies instead (the posterior is narrow already and needs less "
+            "sharpening: docs/RESULTS.md, section 8).", int_range=(1, 1_000_000)),
+    Setting("home_aware.guidance_many", 1.25, "Classifier-free guidance on the home's observations once the home "
+            "has home_aware.many_observations or more.", float_range=(0.0, 20.0)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
             "simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
@@ -367,11 +372,12 @@ class PlacementService:
         condition = None
         if home is not None:  # one model, the home's observations in its condition, its own guidance
             home_model, count, summary = home
-            proposer = replace(proposer, sampler=replace(proposer.sampler,
-                                                         guidance=float(values["home_aware.guidance"])))
+            guidance = home_aware_guidance(count, values)
+            proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
             general, specialized, mode = None, home_model, "specialized"
             condition = np.concatenate([state, summary])
-            notes = [f"answered from the home-aware prior with this home's {count} observation(s)"]
+            notes = [f"answered from the home-aware prior with this home's {count} observation(s), "
+                     f"guidance {guidance:g}"]
         else:
             mode, note = self._resolve_mode(domain, task, mode, general, specialized,
                                             bool(values["fallback_to_general"]))
@@ -489,6 +495,12 @@ def ranked(targets: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndar
     """Proposals best score first (stable: equal scores keep the sampler's order)."""
     order = np.argsort(-np.asarray(scores), kind="stable")
     return np.asarray(targets)[order], np.asarray(scores)[order]
+
+
+def home_aware_guidance(count: int, values: dict) -> float:
+    """Guidance on a home's observations: sharper while they are few, less once the posterior is narrow."""
+    many = count >= int(values["home_aware.many_observations"])
+    return float(values["home_aware.guidance_many" if many else "home_aware.guidance"])
 
 
 def distinct(targets: np.ndarray, scores: np.ndarray, n: int, min_separation: float):

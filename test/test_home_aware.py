@@ -100,3 +100,15 @@ def test_a_general_prior_is_refused_for_the_home_aware_slot(root):
     with pytest.raises(Exception, match="home_aware"):
         serving.load_for_slot("home_aware", "cabinet", "", root / "cabinet" / "general.safetensors", root)
     assert load_checkpoint(root / "cabinet" / "home_aware.safetensors").metadata["role"] == "home_aware"
+
+
+def test_guidance_eases_once_the_home_has_many_observations(service):
+    values = serving.defaults()
+    few, many = values["home_aware.guidance"], values["home_aware.guidance_many"]
+    threshold = values["home_aware.many_observations"]
+    assert serving.home_aware_guidance(threshold - 1, values) == few
+    assert serving.home_aware_guidance(threshold, values) == many != few
+    _observe(service, threshold)
+    assert f"guidance {many:g}" in service.answer("cabinet", "", "joint", STATE, 4, seed=2).message
+    _observe(service, 2)
+    assert f"guidance {few:g}" in service.answer("cabinet", "", "joint", STATE, 4, seed=2).message
