@@ -49,7 +49,7 @@ def test_the_home_aware_prior_answers_a_home_with_few_observations(service):
 
 
 def test_many_observations_go_back_to_the_composed_specialist(service):
-    _observe(service, 80)  # above home_aware.max_observations (64)
+    _observe(service, 130)  # above home_aware.max_observations (128)
     answer = service.answer("cabinet", "", "joint", STATE, 8, seed=3)
     assert answer.mode_used in ("joint", "specialized") and answer.specialized_version
 
@@ -57,9 +57,9 @@ def test_many_observations_go_back_to_the_composed_specialist(service):
 def test_many_observations_but_no_specialist_yet_stay_with_the_home_aware_prior(service):
     specialist = service.slots.get(("specialized", "cabinet", ""))
     service.slots.put(("specialized", "cabinet", "shelf"), specialist)  # another task has one; this one not
-    _observe(service, 80, task="attic_box")
+    _observe(service, 130, task="attic_box")
     answer = service.answer("cabinet", "attic_box", "joint", STATE, 4, seed=3)
-    assert answer.mode_used == "home_aware" and "80 observation" in answer.message
+    assert answer.mode_used == "home_aware" and "130 observation" in answer.message
 
 
 def test_no_observations_and_the_setting_off_keep_todays_answers(service):
