@@ -128,7 +128,7 @@ def train_general_sharded(domain: str, shards: ShardSet, recipe: Recipe, seed: i
     target_norm, cond_norm, moments = fit_normalizers(shards, recipe.relative_targets, cluster)
     model = DiffusionModel.create(recipe.architecture, NoiseSchedule(**recipe.schedule), target_norm, cond_norm,
                                   {"domain": domain, "role": "general", "target_moments": moments},
-                                  recipe.relative_targets)
+                                  recipe.relative_targets, seed=seed)
     run_training(model, ShardRows(shards, model), replace(recipe.general, seed=seed, progress=progress),
                  shards.data_sha256, cluster=cluster, state=state)
     if recipe.serving:

@@ -100,7 +100,7 @@ def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, reci
     model = DiffusionModel.create(recipe.architecture, NoiseSchedule(**recipe.schedule),
                                   share_normalizer(cluster, Normalizer.fit(local)),
                                   share_normalizer(cluster, Normalizer.fit(conditions)),
-                                  {"domain": domain, "role": "general"}, recipe.relative_targets)
+                                  {"domain": domain, "role": "general"}, recipe.relative_targets, seed=seed)
     train(model, conditions, targets, replace(recipe.general, seed=seed, progress=progress), cluster=cluster,
           state=state)
     if recipe.serving:
@@ -122,7 +122,7 @@ def train_specialized(general: DiffusionModel, conditions: np.ndarray, targets: 
                              on_step=on_step, lora_rank=recipe.fine_tune_lora_rank)
     else:
         model = DiffusionModel.create(general.architecture, general.schedule, general.target_normalizer,
-                                      general.condition_normalizer, {}, general.relative_targets)
+                                      general.condition_normalizer, {}, general.relative_targets, seed=seed)
         train(model, conditions, targets, replace(recipe.specialized, seed=seed, progress=progress),
               on_step=on_step)
     model.metadata.update(domain=general.metadata.get("domain", ""), role="specialized", task=task,

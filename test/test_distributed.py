@@ -205,6 +205,30 @@ def test_python_m_train_under_torchrun_writes_a_two_process_prior(tmp_path):
     assert done.stdout.count("[train] cabinet: general prior") == 1  # rank 0 alone logs
 
 
+def test_the_command_line_prior_of_two_processes_is_the_one_process_prior(tmp_path):
+    """Two torchrun ranks and one plain process end at the same prior from the same shards.
+
+    Through the real entry points, data and initial weights included: same seed, same global batch.
+    """
+    from dualdiff_ros.diffusion.checkpoint import load_checkpoint
+    from dualdiff_ros.fleet import write_navigation_shards
+    from dualdiff_ros.recipes import recipe
+
+    write_navigation_shards(tmp_path / "shards", 20, recipe("quick", "navigate_to"), workers=1, chunk=10,
+                            progress=False)
+    args = ["-m", "dualdiff_ros.train", "--domain", "navigate_to", "--recipe", "quick", "--data",
+            str(tmp_path / "shards"), "--state-every", "0", "--model-dir"]
+    one = subprocess.run([sys.executable, *args, str(tmp_path / "one")], capture_output=True, text=True, timeout=240)
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          *args, str(tmp_path / "two")], capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0 and two.returncode == 0, (one.stderr + two.stderr)[-3000:]
+    a, b = (load_checkpoint(tmp_path / run / "navigate_to" / "general.safetensors") for run in ("one", "two"))
+    assert [a.metadata["training"][-1][k] for k in ("world_size", "global_batch")] == [1, 256]
+    assert [b.metadata["training"][-1][k] for k in ("world_size", "global_batch")] == [2, 256]
+    for (name, x), y in zip(a.denoiser.state_dict().items(), b.denoiser.state_dict().values()):
+        torch.testing.assert_close(x, y, atol=1e-4, rtol=0, msg=name)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_cuda_training_matches_cpu():
     c, y, on_cpu = _model_128()

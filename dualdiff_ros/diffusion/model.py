@@ -36,18 +36,23 @@ class DiffusionModel:
     @classmethod
     def create(cls, architecture: dict, schedule: NoiseSchedule, target_normalizer: Normalizer,
                condition_normalizer: Normalizer | None, metadata: dict | None = None,
-               relative_targets: bool = False) -> "DiffusionModel":
+               relative_targets: bool = False, seed: int | None = None) -> "DiffusionModel":
         """Fresh, untrained model; `architecture` is {"name": ..., **options}.
 
         With relative_targets, `target_normalizer` must be fitted on relative targets
-        (see `model_space_targets`).
+        (see `model_space_targets`). With `seed`, the initial weights come from it alone (torch's
+        generator forked, so nothing else's random numbers move): one process and every rank of
+        a torchrun start from the same weights, whatever drew random numbers before.
         """
         options = {k: v for k, v in architecture.items() if k != "name"}
         cond_dim = condition_normalizer.dim if condition_normalizer is not None else 0
         if relative_targets and cond_dim < target_normalizer.dim:
             raise ValueError("relative targets need a condition at least as long as the target")
-        denoiser = build_denoiser(architecture["name"], target_normalizer.dim, cond_dim,
-                                  num_steps=schedule.num_steps, **options)
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            denoiser = build_denoiser(architecture["name"], target_normalizer.dim, cond_dim,
+                                      num_steps=schedule.num_steps, **options)
         return cls(denoiser, schedule, condition_normalizer, target_normalizer, dict(architecture),
                    dict(metadata or {}), relative_targets)
 
