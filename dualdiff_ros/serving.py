@@ -136,8 +136,8 @@ SERVICE_SETTINGS = (
             "observations from its condition: no training needed (docs/RESULTS.md, section 8)."),
     Setting("home_aware.max_observations", 128, "The home-aware prior answers joint requests while the home has "
             "1 to this many observations (or more, until a specialist is trained); then the fine-tuned specialist "
-            "composed with the general prior does. 128 is the largest context the prior was trained with; up to "
-            "it the prior beat the composed specialist (docs/RESULTS.md, section 8).",
+            "composed with the general prior does. 128 is the largest context the prior was trained with, and at "
+            "128 it still answered better than the composed specialist (docs/RESULTS.md, section 8).",
             int_range=(0, 1_000_000)),
     Setting("home_aware.guidance", 1.5, "Classifier-free guidance on the home's observations while the home has "
             "fewer than home_aware.many_observations: 1 = the plain posterior predictive (widest), above 1 "

@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
                    help="navigate_to: train the general prior on this shard set (`dualdiff navigate-data`)")
     p.add_argument("--general-epochs", type=int, default=None, metavar="N",
                    help="with --data: the prior's epochs over the shard set (default: the recipe's, 30 for full; "
-                        "a set 14x the size converges in fewer, docs/RESULTS.md section 9)")
+                        "a set 14x the size needs fewer for the same optimiser steps: docs/RESULTS.md section 9)")
     p.add_argument("--device", default="auto", choices=DEVICES,
                    help="auto: CUDA (NCCL) where torch sees a GPU, else CPU (gloo)")
     p.add_argument("--state-every", type=int, default=500, metavar="K",
