@@ -227,8 +227,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="joint")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timeout", type=float, default=10.0)
-    p.add_argument("--home-aware-recipe", default=None, choices=RECIPES,
-                   help="the home-aware prior's size and training (default: --recipe's)")
     p.add_argument("--min-separation", type=float, default=0.0,
                    help="proposals at least this far apart (0 = no constraint); fewer may come back")
     p.set_defaults(func=_propose)

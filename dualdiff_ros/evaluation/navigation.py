@@ -259,9 +259,9 @@ def run_navigation_study(output_dir, settings: NavigationSettings | None = None)
     start = time.time()
     general, general_points = given_prior(settings)
     if general is not None:
-        settings = replace(settings, general_tasks=0)
+        settings = replace(settings, general_tasks=0)  # no general data to make: the prior is given
     general_data, ball_train, ball_test = load_datasets(settings)
-    general_points = general_points if general is not None else len(general_data)
+    general_points = general_points or len(general_data)
     held_out = sim.held_out_states(ball_test).head(settings.num_states)
     data_info = {"general_points": general_points, "ball_train_points": len(ball_train),
                  "ball_test_points": len(ball_test), "ball_test_states": len(sim.held_out_states(ball_test)),
