@@ -11,7 +11,10 @@ import rclpy
 from dualdiff_interfaces.srv import ProposePlacements
 from rclpy.executors import MultiThreadedExecutor
 
-from .nodes.common import PROPOSE_SERVICE
+from .nodes.common import PROPOSE_SERVICE, call_sync
+
+# Seconds without a reply before the first request to a server is sent again (see call_sync).
+FIRST_REPLY_RESEND_S = 1.0
 
 
 class ProposalClient:
@@ -19,6 +22,7 @@ class ProposalClient:
         """`namespace` = the robot's (e.g. "robot1"): the service is then /robot1/dualdiff/propose_placements."""
         self.node = rclpy.create_node(name, context=context, namespace=namespace or None)
         self.client = self.node.create_client(ProposePlacements, PROPOSE_SERVICE)
+        self._reply_path_matched = False
         self._executor = MultiThreadedExecutor(num_threads=2, context=context)
         self._executor.add_node(self.node)
         self._thread = threading.Thread(target=self._executor.spin, daemon=True)
@@ -37,13 +41,12 @@ class ProposalClient:
         request.header.frame_id = frame_id
         if grid is not None:
             request.map = grid
-        done = threading.Event()
-        future = self.client.call_async(request)
-        future.add_done_callback(lambda _: done.set())
-        if not done.wait(timeout):
-            self.client.remove_pending_request(future)
-            raise TimeoutError(f"{self.client.srv_name} did not answer within {timeout} s")
-        return future.result()
+        # Until one reply has come back, the reply path may not be matched yet (see call_sync):
+        # resend the (read-only) request; afterwards a slow reply is just slow.
+        resend = None if self._reply_path_matched else FIRST_REPLY_RESEND_S
+        reply = call_sync(self.client, request, timeout, resend_every=resend)
+        self._reply_path_matched = True
+        return reply
 
     def wait_until_ready(self, domain: str, state, timeout: float = 30.0) -> ProposePlacements.Response:
         """Poll with a one-sample joint request until the node has its models (RESULT_OK)."""

@@ -13,6 +13,8 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
+from dualdiff_ros.nodes.common import call_sync
+
 TIMEOUT = 20.0
 
 
@@ -112,6 +114,7 @@ import rclpy
 from geometry_msgs.msg import Point
 from rclpy.executors import ExternalShutdownException
 from dualdiff_interfaces.srv import ProposePlacements
+from dualdiff_ros.nodes.common import call_sync
 
 def handle(request, response):
     response.result = ProposePlacements.Response.RESULT_OK
@@ -145,11 +148,9 @@ def test_propose_placements_across_processes(ros_context, spin_in_thread):
         spin_in_thread(executor)
 
         assert client.wait_for_service(timeout_sec=TIMEOUT), "server process not discovered"
-        future = client.call_async(ProposePlacements.Request(domain="cabinet", state=[1.0, 2.0, 3.0]))
-        done = threading.Event()
-        future.add_done_callback(lambda _f: done.set())
-        assert done.wait(TIMEOUT), "no reply from the server process"
-        reply = future.result()
+        # Resent while unanswered: the first reply of a fresh pair can be lost (see call_sync).
+        request = ProposePlacements.Request(domain="cabinet", state=[1.0, 2.0, 3.0])
+        reply = call_sync(client, request, timeout=TIMEOUT, resend_every=1.0)
         assert reply.result == ProposePlacements.Response.RESULT_OK
         assert [(p.x, p.y, p.z) for p in reply.proposals] == [(3.0, 2.0, 0.0)]
     finally:
@@ -160,3 +161,36 @@ def test_propose_placements_across_processes(ros_context, spin_in_thread):
             server.kill()
             output, _ = server.communicate()
     assert "ready" in output, output
+
+
+class _DropsFirstRequests:
+    """A stand-in for an rclpy client whose first `dropped` requests get no reply, as in the race."""
+
+    srv_name = "/fake/propose_placements"
+
+    def __init__(self, dropped: int):
+        self.dropped, self.sent, self.removed = dropped, 0, []
+
+    def call_async(self, request):
+        from rclpy.task import Future
+
+        future, self.sent = Future(), self.sent + 1
+        if self.sent > self.dropped:
+            threading.Timer(0.05, future.set_result, args=(f"reply to request {self.sent}",)).start()
+        return future
+
+    def remove_pending_request(self, future):
+        self.removed.append(future)
+
+
+def test_call_sync_resends_until_a_reply_comes():
+    client = _DropsFirstRequests(dropped=2)
+    assert call_sync(client, "request", timeout=5.0, resend_every=0.2) == "reply to request 3"
+    assert client.sent == 3 and len(client.removed) == 2  # the two unanswered ones are forgotten
+
+
+def test_call_sync_without_resend_sends_once_and_times_out():
+    client = _DropsFirstRequests(dropped=1)
+    with pytest.raises(TimeoutError, match="/fake/propose_placements did not answer within 0.3 s"):
+        call_sync(client, "request", timeout=0.3)
+    assert client.sent == 1 and len(client.removed) == 1
