@@ -48,12 +48,16 @@ class ProposalClient:
         self._reply_path_matched = True
         return reply
 
-    def wait_until_ready(self, domain: str, state, timeout: float = 30.0) -> ProposePlacements.Response:
-        """Poll with a one-sample joint request until the node has its models (RESULT_OK)."""
+    def wait_until_ready(self, domain: str, state, timeout: float = 30.0,
+                         mode: str = "joint") -> ProposePlacements.Response:
+        """Poll with a one-sample request of `mode` until the node answers it with its models (RESULT_OK).
+
+        "joint" waits for both models; "general" only for the prior (a new robot has no specialist).
+        """
         deadline = time.monotonic() + timeout
         while True:
-            reply = self.propose(domain, state, 1, "joint", seed=1)
-            if reply.result == ProposePlacements.Response.RESULT_OK and reply.mode_used == "joint":
+            reply = self.propose(domain, state, 1, mode, seed=1)
+            if reply.result == ProposePlacements.Response.RESULT_OK and reply.mode_used == mode:
                 return reply
             if time.monotonic() > deadline:
                 raise TimeoutError(f"models for {domain} not ready: {reply.message}")

@@ -41,6 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--home-aware", action="store_true",
                    help="cabinet / round_table: also train the home-aware prior (answers from a home's first "
                         "observations with no training; docs/RESULTS.md, section 8)")
+    p.add_argument("--home-aware-recipe", default=None, choices=RECIPES,
+                   help="with --home-aware: the home-aware prior's size and training (default: --recipe's), "
+                        "e.g. a demo-size general prior beside a full-size home-aware one")
     p.add_argument("--resume", action="store_true",
                    help="continue the prior from its training state (after an interruption, also kill -9)")
     return p
@@ -72,7 +75,8 @@ def run(args) -> int:
                          progress=cluster.is_main, cluster=cluster, state_every=args.state_every, resume=args.resume)
             if getattr(args, "home_aware", False) and domain != "navigate_to" and cluster.is_main:
                 from .training_jobs import train_home_aware
-                train_home_aware(domain, args.model_dir, args.recipe, args.seed, args.force, progress=True)
+                train_home_aware(domain, args.model_dir, getattr(args, "home_aware_recipe", None) or args.recipe,
+                                 args.seed, args.force, progress=True)
     finally:
         cluster.close()
     return 0

@@ -76,6 +76,7 @@ def test_each_acknowledged_observation_reaches_the_next_answers(robot):
 
 
 def test_dualdiff_adapt_measures_the_time_to_adapt(tmp_path_factory, tmp_path):
+    """Two homes through the real nodes, each a new robot (no specialist), beside the offline curve."""
     import math
 
     from dualdiff_ros.evaluation.adaptation import run_adaptation
@@ -83,9 +84,15 @@ def test_dualdiff_adapt_measures_the_time_to_adapt(tmp_path_factory, tmp_path):
     model_dir = tmp_path / "models"
     shutil.copytree(tiny_models(tmp_path_factory) / "cabinet", model_dir / "cabinet")
     train_home_aware("cabinet", model_dir, "quick", progress=False)
-    result = run_adaptation(model_dir, tmp_path / "adapt", observations=3, retrain_every=100, score_at=(2,))
+    result = run_adaptation(model_dir, tmp_path / "adapt", observations=3, retrain_every=100, score_at=(2,),
+                            homes_count=2, score_poses=6)
     rows = result["rows"]
-    assert [r["observations"] for r in rows] == [1, 2, 3]
+    assert [(r["home"], r["observations"]) for r in rows] == [(h, n) for h in ("thesis", "home1") for n in (1, 2, 3)]
     assert all(math.isfinite(r["context_seconds"]) and r["context_seconds"] < 5 for r in rows)
-    assert all(r["answered_by"] == "home_aware" for r in rows) and 0 <= rows[1]["accuracy"] <= 1
-    assert "| 2 |" in (tmp_path / "adapt" / "results.md").read_text()
+    assert all(r["answered_by"] == "home_aware" for r in rows)
+    assert not (tmp_path / "adapt" / "home1" / "models" / "cabinet" / "specialized.safetensors").exists()
+    for r in (r for r in rows if r["observations"] == 2):
+        assert 0 <= r["accuracy"] <= 1 and 0 <= r["offline_accuracy"] <= 1 and 1 <= r["looks_to_find"] <= 8
+        assert abs(r["accuracy"] - r["offline_accuracy"]) < 0.4  # the same checkpoint, observations, guidance
+    assert result["summary"][1]["observations"] == 2 and result["summary"][1]["homes"] == 2
+    assert "| 2 | 2 |" in (tmp_path / "adapt" / "results.md").read_text()
