@@ -6,7 +6,12 @@ from dualdiff_ros.domains.cabinet import GENERAL_BOX
 from dualdiff_ros.domains.homes import SIDE_FRACTION, BoxRegion, DiscRegion, home_domain, homes
 from dualdiff_ros.domains.round_table import GENERAL_RADIUS
 from dualdiff_ros.evaluation.bayes_limit import predictive
-from dualdiff_ros.evaluation.learning_curve import CurveSettings, looks_to_find, run_learning_curve
+from dualdiff_ros.evaluation.learning_curve import (
+    CurveSettings,
+    looks_to_find,
+    observation_sequence,
+    run_learning_curve,
+)
 
 
 @pytest.mark.parametrize("domain", ["cabinet", "round_table"])
@@ -95,6 +100,16 @@ def test_looks_to_find_counts_until_the_first_hit_and_charges_a_miss_the_cap():
     inside = np.array([[True, False, True], [False, False, True], [False, False, False]])
     np.testing.assert_array_equal(looks_to_find(inside, 3), [1, 3, 3])
     np.testing.assert_array_equal(looks_to_find(inside, 2), [1, 2, 2])
+
+
+def test_the_first_observations_do_not_depend_on_the_largest_count_asked_for():
+    home = homes("cabinet", 2)[1]
+    short_c, short_t = observation_sequence(home, 1, 0, 16)
+    long_c, long_t = observation_sequence(home, 1, 0, 128)
+    assert len(short_c) == len(long_c) == 128 and len(observation_sequence(home, 1, 0, 500)[0]) == 500
+    np.testing.assert_array_equal(short_c[:8], long_c[:8])
+    np.testing.assert_array_equal(short_t[:8], long_t[:8])
+    assert home.in_specialized_region(long_c, long_t).all()
 
 
 def test_a_home_domain_keeps_the_general_data():

@@ -161,13 +161,21 @@ def train_home_aware_prior(settings: CurveSettings):
     return model
 
 
+def observation_sequence(home, index: int, seed: int, count: int):
+    """The home's observations in the order the robot makes them: (conditions, targets), at least 128 long.
+
+    Drawn at a fixed length (128, or `count` when larger), so the first N are the same whichever
+    counts up to 128 a run asks for: N = 8 of a run up to 16 is N = 8 of a run up to 128.
+    """
+    rng = np.random.default_rng(stream(seed, "observations") + 1000 * index)
+    conditions = home.sample_conditions(max(count, max(OBSERVATIONS)), rng)
+    return conditions, home.sample_specialized_targets(conditions, rng)
+
+
 def run_home(home, index: int, general, settings: CurveSettings, home_aware=None) -> list[dict]:
     """Every row at every N for one home."""
     s = settings
-    rng = np.random.default_rng(stream(s.seed, "observations") + 1000 * index)
-    n_max = max(s.observations)
-    obs_c = home.sample_conditions(max(n_max, 1), rng)
-    obs_t = home.sample_specialized_targets(obs_c, rng)
+    obs_c, obs_t = observation_sequence(home, index, s.seed, max(s.observations))
     test = home.sample_conditions(s.test_conditions, np.random.default_rng(stream(s.seed, "test") + 1000 * index))
     ref_rng = np.random.default_rng(stream(s.seed, "reference") + 1000 * index)
     ref_c = test[ref_rng.integers(0, len(test), s.reference)]
