@@ -80,18 +80,15 @@ def adapt_one_home(model_dir, folder: Path, domain: str, home, index: int, obser
 
     from ..bringup import running_nodes
     from ..client import ProposalClient
+    from .learning_curve import held_out_poses, observation_sequence
 
     folder.mkdir(parents=True, exist_ok=True)
     db = folder / "observations.sqlite"
     db.unlink(missing_ok=True)
     models = priors_only(model_dir, domain, folder / "models")
-    rng = np.random.default_rng(stream(seed, "observations") + 1000 * index)
-    obs_c = home.sample_conditions(observations, rng)
-    obs_t = home.sample_specialized_targets(obs_c, rng)
-    poses = home.sample_conditions(score_poses, np.random.default_rng(stream(seed, "test") + 1000 * index))
-    ref_rng = np.random.default_rng(stream(seed, "reference") + 1000 * index)
-    ref_c = poses[ref_rng.integers(0, len(poses), REFERENCE)]
-    reference_local = home.local_frame(ref_c, home.sample_specialized_targets(ref_c, ref_rng))
+    # The learning curve's observations and poses of this home and seed, so the two curves compare.
+    obs_c, obs_t = observation_sequence(home, index, seed, observations)
+    poses, reference_local = held_out_poses(home, index, seed, score_poses, REFERENCE)
     offline = OfflineCurve(models, domain, home, poses, reference_local, seed + 1000 * index)
     overrides = {"specialized_model_node": {"db_path": str(db), "retrain_every": retrain_every,
                                             "min_observations": min(8, retrain_every)}}
@@ -144,8 +141,8 @@ def served_scores(home, poses: np.ndarray, answers, reference_local: np.ndarray)
     """The learning curve's metrics of the service's replies (best first, as a robot looks at them)."""
     from .learning_curve import score_samples
 
-    if any(a.result != 0 or len(a.proposals) != SCORE_PROPOSALS for a in answers):
-        bad = next(a for a in answers if a.result != 0 or len(a.proposals) != SCORE_PROPOSALS)
+    bad = next((a for a in answers if a.result != 0 or len(a.proposals) != SCORE_PROPOSALS), None)
+    if bad is not None:
         raise RuntimeError(f"a scoring request got result {bad.result} with {len(bad.proposals)} proposals: "
                            f"{bad.message}")
     got = np.array([[[q.x, q.y, q.z] for q in a.proposals] for a in answers])

@@ -172,14 +172,22 @@ def observation_sequence(home, index: int, seed: int, count: int):
     return conditions, home.sample_specialized_targets(conditions, rng)
 
 
+def held_out_poses(home, index: int, seed: int, count: int, reference: int):
+    """Held-out furniture poses of the home, and `reference` true locations at them (in the home's frame).
+
+    The reference samples the home's own distribution at the same poses, for coverage.
+    """
+    poses = home.sample_conditions(count, np.random.default_rng(stream(seed, "test") + 1000 * index))
+    rng = np.random.default_rng(stream(seed, "reference") + 1000 * index)
+    at = poses[rng.integers(0, len(poses), reference)]
+    return poses, home.local_frame(at, home.sample_specialized_targets(at, rng))
+
+
 def run_home(home, index: int, general, settings: CurveSettings, home_aware=None) -> list[dict]:
     """Every row at every N for one home."""
     s = settings
     obs_c, obs_t = observation_sequence(home, index, s.seed, max(s.observations))
-    test = home.sample_conditions(s.test_conditions, np.random.default_rng(stream(s.seed, "test") + 1000 * index))
-    ref_rng = np.random.default_rng(stream(s.seed, "reference") + 1000 * index)
-    ref_c = test[ref_rng.integers(0, len(test), s.reference)]
-    reference_local = home.local_frame(ref_c, home.sample_specialized_targets(ref_c, ref_rng))
+    test, reference_local = held_out_poses(home, index, s.seed, s.test_conditions, s.reference)
     sampling = stream(s.seed, "sampling") + 1000 * index
     base = Proposer()
     rows = []
