@@ -70,6 +70,8 @@ def _learning_curve(args) -> int:
                "cutoffs": tuple(args.cutoffs) if args.cutoffs else None,
                "context_guidance": tuple(args.home_aware) if args.home_aware else None,
                "context_tuning": True if args.home_aware_tuning else None,
+               "context_pseudo": tuple(args.home_aware_pseudo) if args.home_aware_pseudo else None,
+               "context_model": args.home_aware_model,
                "min_separation": args.min_separation,
                "context_recipe": recipe(args.home_aware_recipe) if args.home_aware_recipe else None}
     for name, value in changes.items():
@@ -166,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --home-aware: also fine-tune the home-aware prior on each N, alone and composed")
     p.add_argument("--home-aware-recipe", default=None, choices=RECIPES,
                    help="the home-aware prior's size and training (default: --recipe's)")
+    p.add_argument("--home-aware-pseudo", type=float, nargs="+", default=None, metavar="TAU",
+                   help="with --home-aware: also rows told of TAU pseudo-observations more (a tempered posterior)")
+    p.add_argument("--home-aware-model", default=None, metavar="PATH",
+                   help="with --home-aware: use this saved home-aware prior (dualdiff train --home-aware) "
+                        "instead of training one")
     p.add_argument("--min-separation", type=float, default=None, metavar="D",
                    help="also rows asked for proposals at least D apart (the request's min_separation)")
     p.add_argument("--test-conditions", type=int, default=None, help="held-out furniture poses (default 200)")

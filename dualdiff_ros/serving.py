@@ -30,6 +30,7 @@ from .domains import SERVED_DOMAINS
 from .domains.homes import home_frame
 from .learning.in_context import SUMMARY_SIZE
 from .learning.in_context import summary as context_summary
+from .learning.in_context import with_pseudo_observations
 from .limits import DEFAULT_MARGIN, PlausibleRange
 from .maps import OccupancyMap
 from .model_store import ModelStore, check_task
@@ -147,6 +148,10 @@ SERVICE_SETTINGS = (
             "sharpening: docs/RESULTS.md, section 8).", int_range=(1, 1_000_000)),
     Setting("home_aware.guidance_many", 1.25, "Classifier-free guidance on the home's observations once the home "
             "has home_aware.many_observations or more.", float_range=(0.0, 20.0)),
+    Setting("home_aware.pseudo_observations", 0.0, "The home-aware prior is told its home has this many "
+            "observations more than it has (same extent): a tempered posterior that keeps proposals closer to "
+            "where things were seen while observations are few and fades as they grow; 0 = the plain "
+            "posterior (docs/RESULTS.md, section 8).", float_range=(0.0, 128.0)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
             "simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
@@ -376,9 +381,10 @@ class PlacementService:
             guidance = home_aware_guidance(count, values)
             proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
             general, specialized, mode = None, home_model, "specialized"
-            condition = np.concatenate([state, summary])
-            notes = [f"answered from the home-aware prior with this home's {count} observation(s), "
-                     f"guidance {guidance:g}"]
+            pseudo = float(values["home_aware.pseudo_observations"])
+            condition = np.concatenate([state, with_pseudo_observations(summary, count, pseudo)])
+            notes = [f"answered from the home-aware prior with this home's {count} observation(s)"
+                     f"{f' (+{pseudo:g} pseudo-observations)' if pseudo else ''}, guidance {guidance:g}"]
         else:
             mode, note = self._resolve_mode(domain, task, mode, general, specialized,
                                             bool(values["fallback_to_general"]))

@@ -112,3 +112,17 @@ def test_guidance_eases_once_the_home_has_many_observations(service):
     assert f"guidance {many:g}" in service.answer("cabinet", "", "joint", STATE, 4, seed=2).message
     _observe(service, 2)
     assert f"guidance {few:g}" in service.answer("cabinet", "", "joint", STATE, 4, seed=2).message
+
+
+def test_pseudo_observations_change_the_answer_and_say_so(service):
+    _observe(service, 4)
+    answers = {}
+    for pseudo in (0.0, 16.0):
+        service.configure({**serving.defaults(), "home_aware.pseudo_observations": pseudo})
+        try:
+            answers[pseudo] = service.answer("cabinet", "", "joint", STATE, 16, seed=4)
+        finally:
+            service.configure(serving.defaults())
+    assert answers[16.0].mode_used == "home_aware" and "+16 pseudo-observations" in answers[16.0].message
+    assert "pseudo" not in answers[0.0].message
+    assert not np.allclose(answers[0.0].proposals, answers[16.0].proposals)  # same seed: only the count told

@@ -211,3 +211,35 @@ def test_distinct_rows_spread_the_looks_by_the_separation_asked_for(tmp_path):
 
     assert min(closest(p) for p in spread) >= 0.8  # 16 drawn in a 2 x 2 x 1 box: 4 that far apart exist
     assert min(closest(p) for p in plain) < 0.8     # without the field, some do lie closer
+
+
+def test_pseudo_observations_raise_only_the_count_and_not_past_the_trained_range():
+    from dualdiff_ros.learning.in_context import MAX_CONTEXT, SUMMARY_SIZE, context_conditions, summary, \
+        with_pseudo_observations
+
+    x = np.random.default_rng(1).normal(size=(8, 3))
+    plain, told = summary(x), with_pseudo_observations(summary(x), 8, 16)
+    np.testing.assert_allclose(told, summary(np.repeat(x, 3, axis=0)))  # 24 observations with the same extent
+    assert told[0] > plain[0]
+    np.testing.assert_array_equal(with_pseudo_observations(summary(x), 8, 0), plain)
+    np.testing.assert_array_equal(with_pseudo_observations(np.zeros(SUMMARY_SIZE), 0, 16), np.zeros(SUMMARY_SIZE))
+    assert with_pseudo_observations(plain, 8, 10 * MAX_CONTEXT)[0] == pytest.approx(1.0)  # clamped at MAX_CONTEXT
+    np.testing.assert_allclose(context_conditions(np.zeros((2, 3)), x, 16)[:, 3:], np.tile(told, (2, 1)))
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="pseudo-observations"):
+            with_pseudo_observations(plain, 8, bad)
+
+
+def test_the_curve_reuses_a_saved_home_aware_prior_and_adds_tempered_rows(tmp_path):
+    from dualdiff_ros.evaluation.learning_curve import load_home_aware_prior, train_home_aware_prior
+    from dualdiff_ros.model_store import save
+
+    settings = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.0,))
+    save(train_home_aware_prior(settings), tmp_path / "home_aware.safetensors")
+    reused = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.0,), context_pseudo=(8.0,),
+                                 context_model=str(tmp_path / "home_aware.safetensors"), general_size=500)
+    at = {r["row"]: r for r in run_learning_curve(tmp_path / "curve", reused)["rows"] if r["observations"] == 4}
+    assert {"home_aware", "home_aware_p8"} <= set(at)
+    assert at["home_aware"] != at["home_aware_p8"]
+    with pytest.raises(ValueError, match="home-aware prior of round_table"):
+        load_home_aware_prior(tmp_path / "home_aware.safetensors", "round_table")

@@ -14,6 +14,8 @@ each of `test_conditions` held-out furniture poses:
   the prior should say may depend on N);
 - home_aware[_w<g>]: the home-aware prior (learning/in_context.py) given the N observations in its
   condition, no training per home; guidance g > 1 sharpens it towards them;
+- home_aware[_w<g>]_p<tau>: the same told of tau pseudo-observations more (a tempered posterior,
+  learning/in_context.py `with_pseudo_observations`);
 - home_aware_tuned[_w<g>], home_aware_joint[_w<g>]: a fine-tune *of the home-aware prior* on the N
   observations (each row's condition carrying the home's summary), alone and composed with the
   prior it came from (the two share the condition, the normalizers and the guidance block);
@@ -64,7 +66,9 @@ class CurveSettings:
     # The home-aware prior (learning/in_context.py): rows "home_aware" (guidance 1) and
     # "home_aware_w<g>" for each further guidance scale; () = not trained.
     context_guidance: tuple = ()
+    context_pseudo: tuple = ()         # further home-aware rows "..._p<tau>" with tau pseudo-observations
     context_tuning: bool = False       # also the rows of a fine-tune of the home-aware prior
+    context_model: str | None = None   # a saved home-aware prior of this domain to use instead of training one
     min_separation: float = 0.0        # > 0: "<row>_distinct" rows, the request field min_separation
     fleet_homes: int = 4000
     fleet_points: int = 160
@@ -135,12 +139,12 @@ def limit_samples(home, domain: str, observed_local: np.ndarray, conditions: np.
 
 
 def home_aware_samples(model, home, observed_local, conditions, k, seed, guidance: float,
-                       tuned=None, joint: bool = False) -> np.ndarray:
-    """Proposals given the home's observations, best first.
+                       tuned=None, joint: bool = False, pseudo: float = 0.0) -> np.ndarray:
+    """Proposals given the home's observations (and `pseudo` pseudo-observations), best first.
 
     The home-aware prior alone, its fine-tune `tuned` alone, or (`joint`) the two composed.
     """
-    conds = context_conditions(conditions, observed_local)
+    conds = context_conditions(conditions, observed_local, pseudo)
     general, specialist = (model, tuned) if joint else (None, tuned if tuned is not None else model)
     return propose_all(Proposer().with_guidance(guidance), general, specialist, conds, k, seed)
 
@@ -152,12 +156,25 @@ def tune_home_aware(model, home, c, t, settings: "CurveSettings", seed: int):
 
 
 def train_home_aware_prior(settings: CurveSettings):
-    """The home-aware prior on fleet data from the family (one per curve run)."""
+    """The home-aware prior on fleet data from the family (one per curve run), or the saved one asked for."""
     s = settings
+    if s.context_model:
+        return load_home_aware_prior(s.context_model, s.domain)
     c, t = fleet_rows(s.domain, s.fleet_homes, s.fleet_points, s.fleet_rows_per_home, stream(s.seed, "fleet_data"))
     model = train_general(s.domain, c, t, s.context_recipe or s.recipe, stream(s.seed, "train_general") + 1,
                           s.progress)
     mark_context_block(model)
+    return model
+
+
+def load_home_aware_prior(path, domain: str):
+    """A saved home-aware prior (`dualdiff train --home-aware`), checked to be one and of `domain`."""
+    from ..diffusion.checkpoint import load_checkpoint
+    model = load_checkpoint(path)
+    found = model.metadata.get("domain")
+    if found != domain or "context" not in model.metadata:
+        raise ValueError(f"{path} is a {found} model{'' if 'context' in model.metadata else ' without context'}: "
+                         f"give a home-aware prior of {domain} (`dualdiff train --domain {domain} --home-aware`)")
     return model
 
 
@@ -217,15 +234,16 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
         tuned = None
         if home_aware is not None and n > 0 and s.context_tuning:
             tuned = tune_home_aware(home_aware, home, c, t, s, stream(s.seed, "train_home_aware") + 1000 * index + n)
+        variants = {"home_aware": {}}
+        if tuned is not None:
+            variants.update(home_aware_tuned={"tuned": tuned}, home_aware_joint={"tuned": tuned, "joint": True})
         for w in s.context_guidance if home_aware is not None else ():
-            suffix = "" if w == 1 else f"_w{w:g}"
-            variants = {"home_aware": {}}
-            if tuned is not None:
-                variants.update(home_aware_tuned={"tuned": tuned}, home_aware_joint={"tuned": tuned, "joint": True})
-            for name, how in variants.items():
-                found[name + suffix] = score_samples(
-                    home, test, home_aware_samples(home_aware, home, home.region_frame(c, t), test, s.looks,
-                                                   sampling, w, **how), reference_local, s.looks)
+            for pseudo in (0.0, *s.context_pseudo):
+                suffix = ("" if w == 1 else f"_w{w:g}") + (f"_p{pseudo:g}" if pseudo else "")
+                for name, how in variants.items():
+                    found[name + suffix] = score_samples(
+                        home, test, home_aware_samples(home_aware, home, home.region_frame(c, t), test, s.looks,
+                                                       sampling, w, pseudo=pseudo, **how), reference_local, s.looks)
         if s.min_separation > 0:
             found.update(distinct_rows(home, test, reference_local, s, sampling, general, trained,
                                        home_aware, home.region_frame(c, t)))

@@ -9,6 +9,11 @@ could extract is lost; for the round table they bound the disc. A share of the r
 context (count 0, all zeros): the plain prior, and the "null" of classifier-free guidance, whose
 scale sharpens the prior towards the context (a tempered posterior, SamplerConfig.guidance).
 
+Pseudo-observations temper it more faithfully: telling the prior a home has N + tau observations
+with the same minimum, maximum and mean is, for a uniform box, exactly the likelihood s^-(N + tau)
+of the posterior raised to the power (N + tau) / N, so it sharpens towards the observed extent
+where data is scarce and fades by itself as N grows (`with_pseudo_observations`).
+
 A robot then specializes at inference time: the N-th observation changes the next answer.
 """
 from __future__ import annotations
@@ -20,18 +25,39 @@ MAX_CONTEXT = 128           # count is given as log(1 + n) / log(1 + MAX_CONTEXT
 NO_CONTEXT_SHARE = 0.15     # training rows that see the null context
 
 
+def count_feature(count: float) -> float:
+    """The summary's count entry: log(1 + n) / log(1 + MAX_CONTEXT), n clamped to the trained range."""
+    return float(np.log1p(min(max(count, 0.0), MAX_CONTEXT)) / np.log1p(MAX_CONTEXT))
+
+
 def summary(local: np.ndarray) -> np.ndarray:
     """``[SUMMARY_SIZE]`` of observations ``[n, 3]`` in the furniture's frame; zeros for n = 0."""
     local = np.asarray(local, dtype=np.float64).reshape(-1, 3)
     if len(local) == 0:
         return np.zeros(SUMMARY_SIZE)
-    count = np.log1p(len(local)) / np.log1p(MAX_CONTEXT)
-    return np.concatenate([[count], local.min(0), local.max(0), local.mean(0)])
+    return np.concatenate([[count_feature(len(local))], local.min(0), local.max(0), local.mean(0)])
 
 
-def context_conditions(conditions: np.ndarray, local_context: np.ndarray) -> np.ndarray:
-    """Request conditions ``[m, 3]`` with one home's observations ``[n, 3]`` appended as its summary."""
-    s = summary(local_context)
+def with_pseudo_observations(home_summary: np.ndarray, count: int, pseudo: float) -> np.ndarray:
+    """`home_summary` of `count` observations, told there are ``count + pseudo`` (the same extent and mean).
+
+    A tempered posterior (module docstring): proposals keep closer to where the home's objects were
+    seen. A home with no observations keeps the null context: nothing to sharpen towards.
+    """
+    if not (np.isfinite(pseudo) and pseudo >= 0):
+        raise ValueError(f"pseudo-observations {pseudo}: give a finite count >= 0 (0 = the plain posterior)")
+    out = np.array(home_summary, dtype=np.float64)
+    if count > 0:
+        out[0] = count_feature(count + pseudo)
+    return out
+
+
+def context_conditions(conditions: np.ndarray, local_context: np.ndarray, pseudo: float = 0.0) -> np.ndarray:
+    """Request conditions ``[m, 3]`` with one home's observations ``[n, 3]`` appended as its summary.
+
+    `pseudo` > 0 adds pseudo-observations (`with_pseudo_observations`).
+    """
+    s = with_pseudo_observations(summary(local_context), len(np.reshape(local_context, (-1, 3))), pseudo)
     return np.concatenate([np.asarray(conditions, dtype=np.float64), np.tile(s, (len(conditions), 1))], axis=1)
 
 
