@@ -28,9 +28,8 @@ from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
 from .domains import SERVED_DOMAINS
 from .domains.homes import home_frame
-from .learning.in_context import SUMMARY_SIZE
+from .learning.in_context import SUMMARY_SIZE, with_pseudo_observations
 from .learning.in_context import summary as context_summary
-from .learning.in_context import with_pseudo_observations
 from .limits import DEFAULT_MARGIN, PlausibleRange
 from .maps import OccupancyMap
 from .model_store import ModelStore, check_task
@@ -140,15 +139,15 @@ SERVICE_SETTINGS = (
             "composed with the general prior does. 128 is the largest context the prior was trained with, and at "
             "128 it still answered better than the composed specialist (docs/RESULTS.md, section 8).",
             int_range=(0, 1_000_000)),
-    Setting("home_aware.guidance", 1.5, "Classifier-free guidance on the home's observations while the home has "
+    Setting("home_aware.guidance", 1.0, "Classifier-free guidance on the home's observations while the home has "
             "fewer than home_aware.many_observations: 1 = the plain posterior predictive (widest), above 1 "
             "sharper (more accurate, less coverage).", float_range=(0.0, 20.0)),
     Setting("home_aware.many_observations", 32, "From this many observations of the home on, "
             "home_aware.guidance_many applies instead (the posterior is narrow already and needs less "
             "sharpening: docs/RESULTS.md, section 8).", int_range=(1, 1_000_000)),
-    Setting("home_aware.guidance_many", 1.25, "Classifier-free guidance on the home's observations once the home "
+    Setting("home_aware.guidance_many", 1.1, "Classifier-free guidance on the home's observations once the home "
             "has home_aware.many_observations or more.", float_range=(0.0, 20.0)),
-    Setting("home_aware.pseudo_observations", 0.0, "The home-aware prior is told its home has this many "
+    Setting("home_aware.pseudo_observations", 8.0, "The home-aware prior is told its home has this many "
             "observations more than it has (same extent): a tempered posterior that keeps proposals closer to "
             "where things were seen while observations are few and fades as they grow; 0 = the plain "
             "posterior (docs/RESULTS.md, section 8).", float_range=(0.0, 128.0)),

@@ -214,8 +214,13 @@ def test_distinct_rows_spread_the_looks_by_the_separation_asked_for(tmp_path):
 
 
 def test_pseudo_observations_raise_only_the_count_and_not_past_the_trained_range():
-    from dualdiff_ros.learning.in_context import MAX_CONTEXT, SUMMARY_SIZE, context_conditions, summary, \
-        with_pseudo_observations
+    from dualdiff_ros.learning.in_context import (
+        MAX_CONTEXT,
+        SUMMARY_SIZE,
+        context_conditions,
+        summary,
+        with_pseudo_observations,
+    )
 
     x = np.random.default_rng(1).normal(size=(8, 3))
     plain, told = summary(x), with_pseudo_observations(summary(x), 8, 16)
