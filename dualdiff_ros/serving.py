@@ -28,7 +28,7 @@ from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
 from .domains import SERVED_DOMAINS
 from .domains.homes import home_frame
-from .learning.in_context import SUMMARY_SIZE, with_pseudo_observations
+from .learning.in_context import SUMMARY_SIZE, pseudo_used, with_pseudo_observations
 from .learning.in_context import summary as context_summary
 from .limits import DEFAULT_MARGIN, PlausibleRange
 from .maps import OccupancyMap
@@ -148,9 +148,9 @@ SERVICE_SETTINGS = (
     Setting("home_aware.guidance_many", 1.1, "Classifier-free guidance on the home's observations once the home "
             "has home_aware.many_observations or more.", float_range=(0.0, 20.0)),
     Setting("home_aware.pseudo_observations", 8.0, "The home-aware prior is told its home has this many "
-            "observations more than it has (same extent): a tempered posterior that keeps proposals closer to "
-            "where things were seen while observations are few and fades as they grow; 0 = the plain "
-            "posterior (docs/RESULTS.md, section 8).", float_range=(0.0, 128.0)),
+            "observations more than it has (same extent), at most as many more as it has: a tempered posterior "
+            "that keeps proposals closer to where things were seen while observations are few and fades as "
+            "they grow; 0 = the plain posterior (docs/RESULTS.md, section 8).", float_range=(0.0, 128.0)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
             "simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
@@ -380,7 +380,7 @@ class PlacementService:
             guidance = home_aware_guidance(count, values)
             proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
             general, specialized, mode = None, home_model, "specialized"
-            pseudo = float(values["home_aware.pseudo_observations"])
+            pseudo = pseudo_used(count, float(values["home_aware.pseudo_observations"]))
             condition = np.concatenate([state, with_pseudo_observations(summary, count, pseudo)])
             notes = [f"answered from the home-aware prior with this home's {count} observation(s)"
                      f"{f' (+{pseudo:g} pseudo-observations)' if pseudo else ''}, guidance {guidance:g}"]

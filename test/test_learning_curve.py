@@ -213,7 +213,7 @@ def test_distinct_rows_spread_the_looks_by_the_separation_asked_for(tmp_path):
     assert min(closest(p) for p in plain) < 0.8     # without the field, some do lie closer
 
 
-def test_pseudo_observations_raise_only_the_count_and_not_past_the_trained_range():
+def test_pseudo_observations_raise_only_the_count_at_most_doubling_it_and_not_past_the_trained_range():
     from dualdiff_ros.learning.in_context import (
         MAX_CONTEXT,
         SUMMARY_SIZE,
@@ -223,13 +223,16 @@ def test_pseudo_observations_raise_only_the_count_and_not_past_the_trained_range
     )
 
     x = np.random.default_rng(1).normal(size=(8, 3))
-    plain, told = summary(x), with_pseudo_observations(summary(x), 8, 16)
-    np.testing.assert_allclose(told, summary(np.repeat(x, 3, axis=0)))  # 24 observations with the same extent
+    plain, told = summary(x), with_pseudo_observations(summary(x), 8, 8)
+    np.testing.assert_allclose(told, summary(np.repeat(x, 2, axis=0)))  # 16 observations with the same extent
     assert told[0] > plain[0]
     np.testing.assert_array_equal(with_pseudo_observations(summary(x), 8, 0), plain)
     np.testing.assert_array_equal(with_pseudo_observations(np.zeros(SUMMARY_SIZE), 0, 16), np.zeros(SUMMARY_SIZE))
-    assert with_pseudo_observations(plain, 8, 10 * MAX_CONTEXT)[0] == pytest.approx(1.0)  # clamped at MAX_CONTEXT
-    np.testing.assert_allclose(context_conditions(np.zeros((2, 3)), x, 16)[:, 3:], np.tile(told, (2, 1)))
+    few = summary(x[:2])  # two observations are told of at most two more, not sixteen
+    np.testing.assert_allclose(with_pseudo_observations(few, 2, 16), summary(np.repeat(x[:2], 2, axis=0)))
+    many = summary(np.repeat(x, 16, axis=0))  # 128 told of more stay at the trained MAX_CONTEXT
+    assert with_pseudo_observations(many, 128, 10 * MAX_CONTEXT)[0] == pytest.approx(1.0)
+    np.testing.assert_allclose(context_conditions(np.zeros((2, 3)), x, 8)[:, 3:], np.tile(told, (2, 1)))
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match="pseudo-observations"):
             with_pseudo_observations(plain, 8, bad)
