@@ -2,15 +2,19 @@
 import numpy as np
 import pytest
 
+from dualdiff_ros import serving
 from dualdiff_ros.domains.cabinet import GENERAL_BOX
 from dualdiff_ros.domains.homes import SIDE_FRACTION, BoxRegion, DiscRegion, home_domain, homes
 from dualdiff_ros.domains.round_table import GENERAL_RADIUS
 from dualdiff_ros.evaluation.bayes_limit import predictive
 from dualdiff_ros.evaluation.learning_curve import (
+    METRICS,
     CurveSettings,
+    home_aware_samples,
     looks_to_find,
     observation_sequence,
     run_learning_curve,
+    served_setting,
 )
 
 
@@ -246,8 +250,25 @@ def test_the_curve_reuses_a_saved_home_aware_prior_and_adds_tempered_rows(tmp_pa
     save(train_home_aware_prior(settings), tmp_path / "home_aware.safetensors")
     reused = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.0,), context_pseudo=(8.0,),
                                  context_model=str(tmp_path / "home_aware.safetensors"), general_size=500)
-    at = {r["row"]: r for r in run_learning_curve(tmp_path / "curve", reused)["rows"] if r["observations"] == 4}
-    assert {"home_aware", "home_aware_p8"} <= set(at)
-    assert at["home_aware"] != at["home_aware_p8"]
+    rows = run_learning_curve(tmp_path / "curve", reused)["rows"]
+    assert {"home_aware", "home_aware_p8", "served"} <= {r["row"] for r in rows if r["observations"] == 4}
+    cold = {r["row"]: r for r in rows if r["observations"] == 0}
+    assert [cold["served"][k] for k in METRICS] == [cold["proposer"][k] for k in METRICS]
+    # the tempered row is asked with another condition: other proposals from the same seed
+    home, model = homes("cabinet", 1, 0)[0], load_home_aware_prior(tmp_path / "home_aware.safetensors", "cabinet")
+    c, t = observation_sequence(home, 0, 0, 4)
+    observed, poses = home.region_frame(c[:4], t[:4]), c[:8]
+    plain, told = (home_aware_samples(model, home, observed, poses, 3, 7, 1.0, pseudo=p) for p in (0.0, 8.0))
+    assert np.isfinite(told).all() and not np.allclose(plain, told)
     with pytest.raises(ValueError, match="home-aware prior of round_table"):
         load_home_aware_prior(tmp_path / "home_aware.safetensors", "round_table")
+
+
+def test_the_served_row_follows_the_services_defaults():
+    values = serving.defaults()
+    few, many = values["home_aware.guidance"], values["home_aware.guidance_many"]
+    pseudo, top = values["home_aware.pseudo_observations"], values["home_aware.max_observations"]
+    assert served_setting(0, values) is None and served_setting(top + 1, values) is None  # the proposer answers
+    assert served_setting(1, values) == (few, pseudo)
+    assert served_setting(values["home_aware.many_observations"], values) == (many, pseudo)
+    assert served_setting(top, {**values, "home_aware.guidance_many": 3.0}) == (3.0, pseudo)

@@ -16,6 +16,9 @@ each of `test_conditions` held-out furniture poses:
   condition, no training per home; guidance g > 1 sharpens it towards them;
 - home_aware[_w<g>]_p<tau>: the same told of tau pseudo-observations more (a tempered posterior,
   learning/in_context.py `with_pseudo_observations`);
+- served: what the placement service answers a joint request with its default parameters
+  (serving.py): the home-aware prior at the guidance and pseudo-observations it uses at N while
+  N <= home_aware.max_observations, else the proposer;
 - home_aware_tuned[_w<g>], home_aware_joint[_w<g>]: a fine-tune *of the home-aware prior* on the N
   observations (each row's condition carrying the home's summary), alone and composed with the
   prior it came from (the two share the condition, the normalizers and the guidance block);
@@ -34,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import serving
 from ..diffusion.proposer import Proposer
 from ..domains.homes import FAMILY_DOMAINS, homes
 from ..learning.in_context import context_conditions, fleet_rows, mark_context_block
@@ -45,7 +49,7 @@ from .bayes_limit import predictive
 from .report import markdown_table
 
 OBSERVATIONS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
-ROWS = ("general", "scratch", "fine_tuned", "proposer", "limit")
+ROWS = ("general", "scratch", "fine_tuned", "proposer", "served", "limit")
 METRICS = ("accuracy", "coverage", "looks_to_find")
 DISTINCT_OVERSAMPLE = 4.0  # the placement service's distinct.oversample
 
@@ -244,6 +248,9 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
                     found[name + suffix] = score_samples(
                         home, test, home_aware_samples(home_aware, home, home.region_frame(c, t), test, s.looks,
                                                        sampling, w, pseudo=pseudo, **how), reference_local, s.looks)
+        if home_aware is not None:
+            found["served"] = served_scores(home, test, reference_local, s, sampling, home_aware,
+                                            home.region_frame(c, t), found["proposer"])
         if s.min_separation > 0:
             found.update(distinct_rows(home, test, reference_local, s, sampling, general, trained,
                                        home_aware, home.region_frame(c, t)))
@@ -256,6 +263,28 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
                                 for k, v in found.items())
             print(f"[{home.name} N={n} {time.time() - start:.0f} s] {summary}", flush=True)
     return rows
+
+
+def served_setting(n: int, values: dict) -> tuple[float, float] | None:
+    """(guidance, pseudo-observations) the service answers a joint request with at N observations.
+
+    None where it answers from the proposer instead (no observations, or more than
+    home_aware.max_observations). Read from serving.py's values, so the served row follows the defaults.
+    """
+    if not 1 <= n <= int(values["home_aware.max_observations"]):
+        return None
+    return serving.home_aware_guidance(n, values), float(values["home_aware.pseudo_observations"])
+
+
+def served_scores(home, test, reference_local, s: CurveSettings, sampling: int, home_aware, observed_local,
+                  proposer_scores: dict) -> dict:
+    """The row the placement service serves at these N observations, with its default parameters."""
+    setting = served_setting(len(observed_local), serving.defaults())
+    if setting is None:
+        return proposer_scores
+    guidance, pseudo = setting
+    return score_samples(home, test, home_aware_samples(home_aware, home, observed_local, test, s.looks, sampling,
+                                                        guidance, pseudo=pseudo), reference_local, s.looks)
 
 
 def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, general, trained: dict,
