@@ -272,3 +272,26 @@ def test_the_served_row_follows_the_services_defaults():
     assert served_setting(1, values) == (few, pseudo)
     assert served_setting(values["home_aware.many_observations"], values) == (many, pseudo)
     assert served_setting(top, {**values, "home_aware.guidance_many": 3.0}) == (3.0, pseudo)
+
+
+def test_the_curve_through_the_nodes_is_compared_with_the_served_row(tmp_path):
+    """`dualdiff adapt`'s offline column samples as the service does: pseudo-observations included."""
+    from dualdiff_ros.evaluation.adaptation import SCORE_PROPOSALS, OfflineCurve
+    from dualdiff_ros.evaluation.learning_curve import load_home_aware_prior, train_home_aware_prior
+    from dualdiff_ros.model_store import save
+
+    values = serving.defaults()
+    assert values["home_aware.pseudo_observations"] > 0  # else the two below would not differ
+    path = tmp_path / "models" / "cabinet" / "home_aware.safetensors"
+    path.parent.mkdir(parents=True)
+    save(train_home_aware_prior(CurveSettings.quick(homes=1, context_guidance=(1.0,))), path)
+    model, home = load_home_aware_prior(path, "cabinet"), homes("cabinet", 1, 0)[0]
+    c, t = observation_sequence(home, 0, 0, 4)
+    observed, poses = home.region_frame(c[:4], t[:4]), c[:6]
+    offline = OfflineCurve(tmp_path / "models", "cabinet", home, poses, np.zeros((1, 3)), seed=5)
+    got = offline.samples(observed)
+    served = home_aware_samples(model, home, observed, poses, SCORE_PROPOSALS, 5, values["home_aware.guidance"],
+                                pseudo=values["home_aware.pseudo_observations"])
+    plain = home_aware_samples(model, home, observed, poses, SCORE_PROPOSALS, 5, values["home_aware.guidance"])
+    assert got.shape == (6, SCORE_PROPOSALS, 3) and np.array_equal(got, served) and not np.allclose(got, plain)
+    assert offline.samples(home.region_frame(c[:0], t[:0])) is None  # no observations: the proposer answers

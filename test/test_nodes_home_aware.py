@@ -93,6 +93,6 @@ def test_dualdiff_adapt_measures_the_time_to_adapt(tmp_path_factory, tmp_path):
     assert not (tmp_path / "adapt" / "home1" / "models" / "cabinet" / "specialized.safetensors").exists()
     for r in (r for r in rows if r["observations"] == 2):
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["offline_accuracy"] <= 1 and 1 <= r["looks_to_find"] <= 8
-        assert abs(r["accuracy"] - r["offline_accuracy"]) < 0.4  # the same checkpoint, observations, guidance
+        assert abs(r["accuracy"] - r["offline_accuracy"]) < 0.4  # same checkpoint, observations, served setting
     assert result["summary"][1]["observations"] == 2 and result["summary"][1]["homes"] == 2
     assert "| 2 | 2 |" in (tmp_path / "adapt" / "results.md").read_text()

@@ -11,8 +11,8 @@ n = 1..N records one true location (RecordObservation) and measures
   triggered it to the first reply served by the new specialist (its version in `specialized_version`);
 - at chosen n (`--score-at`): accuracy, coverage and looks-to-find of the replies over a fixed set
   of furniture poses, beside the same numbers computed offline (in this process, no ROS) from the
-  same home-aware checkpoint, the same observations and the served guidance: the learning curve's
-  `home_aware` row. The two differ only by sampling noise when the nodes serve what the curve measured.
+  same home-aware checkpoint, the same observations, the served guidance and pseudo-observations:
+  the learning curve's `served` row. The two differ only by sampling noise when the nodes serve what the curve measured.
 """
 from __future__ import annotations
 
@@ -150,27 +150,30 @@ def served_scores(home, poses: np.ndarray, answers, reference_local: np.ndarray)
 
 
 class OfflineCurve:
-    """The learning curve's home-aware row for the same poses, from the checkpoint the nodes serve."""
+    """The learning curve's served row for the same poses, from the checkpoint the nodes serve."""
 
     def __init__(self, models: Path, domain: str, home, poses, reference_local, seed: int):
         from ..diffusion.checkpoint import load_checkpoint
         from ..model_store import ModelStore
-        from ..serving import defaults
 
         path = ModelStore(models).home_aware_path(domain)
         self.model = load_checkpoint(path) if path.exists() else None
         self.home, self.poses, self.reference, self.seed = home, poses, reference_local, seed
-        self.values = defaults()
 
-    def scores(self, observed_local: np.ndarray) -> dict:
-        from ..serving import home_aware_guidance
-        from .learning_curve import home_aware_samples, score_samples
+    def samples(self, observed_local: np.ndarray) -> np.ndarray | None:
+        """Proposals at the guidance and pseudo-observations the service uses at this N (None: no home-aware answer)."""
+        from .learning_curve import served_samples
 
         if self.model is None:
+            return None
+        return served_samples(self.model, self.home, observed_local, self.poses, SCORE_PROPOSALS, self.seed)
+
+    def scores(self, observed_local: np.ndarray) -> dict:
+        from .learning_curve import score_samples
+
+        samples = self.samples(observed_local)
+        if samples is None:
             return {}
-        guidance = home_aware_guidance(len(observed_local), self.values)
-        samples = home_aware_samples(self.model, self.home, observed_local, self.poses, SCORE_PROPOSALS,
-                                     self.seed, guidance)
         return score_samples(self.home, self.poses, samples, self.reference, SCORE_PROPOSALS)
 
 
@@ -196,7 +199,7 @@ def write_tables(path: Path, result: dict) -> None:
                                                "swap_seconds", *METRICS, *(f"offline_{m}" for m in METRICS)])
     path.write_text(f"# time to adapt and the curve through the nodes: {result['domain']}\n\n"
                     f"Homes {result['homes']}, seed {result['seed']}; mean ± sd over homes; `offline_*`: the same "
-                    f"checkpoint and observations in-process (the learning curve's home-aware row).\n\n"
+                    f"checkpoint and observations in-process (the learning curve's served row).\n\n"
                     f"{markdown_table(summary, columns)}\n\n## Every home\n\n{per_home}")
 
 

@@ -276,15 +276,20 @@ def served_setting(n: int, values: dict) -> tuple[float, float] | None:
     return serving.home_aware_guidance(n, values), float(values["home_aware.pseudo_observations"])
 
 
+def served_samples(home_aware, home, observed_local, conditions, k: int, seed: int) -> np.ndarray | None:
+    """The home-aware prior's proposals as the service answers at these N observations (None: it would not)."""
+    setting = served_setting(len(observed_local), serving.defaults())
+    if setting is None:
+        return None
+    guidance, pseudo = setting
+    return home_aware_samples(home_aware, home, observed_local, conditions, k, seed, guidance, pseudo=pseudo)
+
+
 def served_scores(home, test, reference_local, s: CurveSettings, sampling: int, home_aware, observed_local,
                   proposer_scores: dict) -> dict:
     """The row the placement service serves at these N observations, with its default parameters."""
-    setting = served_setting(len(observed_local), serving.defaults())
-    if setting is None:
-        return proposer_scores
-    guidance, pseudo = setting
-    return score_samples(home, test, home_aware_samples(home_aware, home, observed_local, test, s.looks, sampling,
-                                                        guidance, pseudo=pseudo), reference_local, s.looks)
+    samples = served_samples(home_aware, home, observed_local, test, s.looks, sampling)
+    return proposer_scores if samples is None else score_samples(home, test, samples, reference_local, s.looks)
 
 
 def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, general, trained: dict,
