@@ -30,6 +30,7 @@ from .report import markdown_table
 
 SCORE_POSES, SCORE_PROPOSALS, REFERENCE = 50, 8, 2000
 SCORE_AT = (1, 2, 4, 8, 16, 32, 64, 128)
+REPLY_SEEDS = 1_000_000  # offset of the scored requests' seeds from the offline curve's
 METRICS = ("accuracy", "coverage", "looks_to_find")
 
 
@@ -101,8 +102,12 @@ def adapt_one_home(model_dir, folder: Path, domain: str, home, index: int, obser
             record.wait_for_service(timeout_sec=20.0)
             client.wait_until_ready(domain, list(poses[0]), timeout=60.0, mode="general")
 
-            def ask(mode="joint", pose=poses[0], n=1):
-                return client.propose(domain, list(pose), n, mode, seed=1)
+            def ask(mode="joint", pose=poses[0], n=1, seed=1):
+                return client.propose(domain, list(pose), n, mode, seed=seed)
+
+            # one seed per scored pose, as the offline curve has (one seed for all would draw the same
+            # local-frame points at every pose), far from the offline seeds: the two differ by noise only
+            reply_seeds = REPLY_SEEDS + seed + 1000 * index + np.arange(len(poses))
 
             version = ""
             for n in range(1, observations + 1):
@@ -124,7 +129,7 @@ def adapt_one_home(model_dir, folder: Path, domain: str, home, index: int, obser
                         timeout)
                     version = fresh.specialized_version if fresh else version
                 if n in score_at:
-                    answers = [ask(pose=p, n=SCORE_PROPOSALS) for p in poses]
+                    answers = [ask(pose=p, n=SCORE_PROPOSALS, seed=int(s)) for p, s in zip(poses, reply_seeds)]
                     row.update(served_scores(home, poses, answers, reference_local))
                     if row["answered_by"] == "home_aware":
                         row.update({f"offline_{k}": v for k, v in
