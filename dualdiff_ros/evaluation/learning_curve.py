@@ -42,6 +42,7 @@ from ..diffusion.proposer import Proposer
 from ..domains.homes import FAMILY_DOMAINS, homes
 from ..learning.in_context import context_conditions, fleet_rows, mark_context_block
 from ..model_store import Recipe, train_general, train_specialized
+from ..recipes import HOME_AWARE_FLEET
 from ..seeds import stream
 from ..serving import distinct, ranked
 from . import metrics
@@ -74,9 +75,10 @@ class CurveSettings:
     context_tuning: bool = False       # also the rows of a fine-tune of the home-aware prior
     context_model: str | None = None   # a saved home-aware prior of this domain to use instead of training one
     min_separation: float = 0.0        # > 0: "<row>_distinct" rows, the request field min_separation
-    fleet_homes: int = 4000
-    fleet_points: int = 160
-    fleet_rows_per_home: int = 40
+    # the home-aware prior's fleet data when the curve trains one: the full recipe's (recipes.HOME_AWARE_FLEET)
+    fleet_homes: int = HOME_AWARE_FLEET["full"][0]
+    fleet_points: int = HOME_AWARE_FLEET["full"][1]
+    fleet_rows_per_home: int = HOME_AWARE_FLEET["full"][2]
     recipe: Recipe = field(default_factory=Recipe)
     context_recipe: Recipe | None = None  # the home-aware prior's size and training (None: `recipe`)
     progress: bool = True
