@@ -72,6 +72,9 @@ def _learning_curve(args) -> int:
                "context_tuning": True if args.home_aware_tuning else None,
                "context_pseudo": tuple(args.home_aware_pseudo) if args.home_aware_pseudo else None,
                "context_model": args.home_aware_model,
+               "summary_model": args.summary_model,
+               "context_kinds": tuple(args.context_kinds) if args.context_kinds else None,
+               "family": args.family, "skip_scratch": True if args.skip_scratch else None,
                "min_separation": args.min_separation,
                "context_recipe": recipe(args.home_aware_recipe) if args.home_aware_recipe else None}
     for name, value in changes.items():
@@ -113,6 +116,8 @@ def _propose(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .domains.homes import FAMILIES
+    from .learning.in_context import CONTEXT_KINDS
     from .recipes import RECIPES
     parser = argparse.ArgumentParser(prog="dualdiff", description=__doc__.split("\n")[0])
     parser.add_argument("--threads", type=int, default=None,
@@ -173,6 +178,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--home-aware-model", default=None, metavar="PATH",
                    help="with --home-aware: use this saved home-aware prior (dualdiff train --home-aware) "
                         "instead of training one")
+    p.add_argument("--context-kinds", nargs="+", default=None, choices=CONTEXT_KINDS,
+                   help="with --home-aware: the home-aware priors measured: set (learned set encoder, rows "
+                        "home_aware*) and/or summary (rows home_aware_summary*); default: set")
+    p.add_argument("--summary-model", default=None, metavar="PATH",
+                   help="with --context-kinds summary: a saved summary-reading home-aware prior")
+    p.add_argument("--family", default=None, choices=FAMILIES,
+                   help="the homes measured: box (the thesis's family, with the Bayes limit), multi (2-4 places), "
+                        "held_out (shape kinds no model trained on); default box")
+    p.add_argument("--skip-scratch", action="store_true", help="leave out the from-scratch specialist's row (time)")
     p.add_argument("--min-separation", type=float, default=None, metavar="D",
                    help="also rows asked for proposals at least D apart (the request's min_separation)")
     p.add_argument("--test-conditions", type=int, default=None, help="held-out furniture poses (default 200)")

@@ -89,17 +89,18 @@ class Recipe:
 
 def train_general(domain: str, conditions: np.ndarray, targets: np.ndarray, recipe: Recipe,
                   seed: int = 0, progress: bool = True, cluster: Cluster | None = None,
-                  state: StateFile | None = None) -> DiffusionModel:
+                  state: StateFile | None = None, condition_normalizer: Normalizer | None = None) -> DiffusionModel:
     """A general prior; its normalizers are fitted here and inherited by every specialization.
 
     With a `cluster`, every rank passes the same data, rank 0's normalizers are used by all and
-    each rank trains on its share of every batch (training.run_training).
+    each rank trains on its share of every batch (training.run_training). `condition_normalizer`
+    replaces the fitted one (a home-aware prior's set shares one scale per axis).
     """
     cluster = cluster or Cluster()
     local = model_space_targets(conditions, targets, recipe.relative_targets)
     model = DiffusionModel.create(recipe.architecture, NoiseSchedule(**recipe.schedule),
                                   share_normalizer(cluster, Normalizer.fit(local)),
-                                  share_normalizer(cluster, Normalizer.fit(conditions)),
+                                  share_normalizer(cluster, condition_normalizer or Normalizer.fit(conditions)),
                                   {"domain": domain, "role": "general"}, recipe.relative_targets, seed=seed)
     train(model, conditions, targets, replace(recipe.general, seed=seed, progress=progress), cluster=cluster,
           state=state)

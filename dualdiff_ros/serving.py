@@ -28,7 +28,17 @@ from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
 from .domains import SERVED_DOMAINS
 from .domains.homes import home_frame
-from .learning.in_context import SUMMARY_SIZE, pseudo_used, with_pseudo_observations
+from .learning import home_check
+from .learning.in_context import (
+    MAX_CONTEXT_POINTS,
+    SUMMARY_SIZE,
+    context_points,
+    context_size,
+    model_context_kind,
+    pseudo_used,
+    set_block,
+    with_pseudo_observations,
+)
 from .learning.in_context import summary as context_summary
 from .limits import DEFAULT_MARGIN, PlausibleRange
 from .maps import OccupancyMap
@@ -151,6 +161,16 @@ SERVICE_SETTINGS = (
             "observations more than it has (same extent), at most as many more as it has: a tempered posterior "
             "that keeps proposals closer to where things were seen while observations are few and fades as "
             "they grow; 0 = the plain posterior (docs/RESULTS.md, section 8).", float_range=(0.0, 128.0)),
+    Setting("check.enabled", True, "Before a joint request is answered from the home-aware prior, every way the "
+            "service could answer (home-aware prior, general + specialist, specialist, general) is scored on how well "
+            "its proposals explain the home's own observations, and the best is served; the reply's mode_used and "
+            "message say which and why (learning/home_check.py; checked once per change of the home or a model)."),
+    Setting("check.min_observations", 4, "The check runs from this many observations of the home on (below, the "
+            "home-aware prior answers unchecked: a handful of points cannot tell the ways apart).",
+            int_range=(1, 1_000_000)),
+    Setting("check.margin", 0.5, "Nats per observation by which another way must explain the home's observations "
+            "better than the home-aware prior to be served instead (a specialist is scored on the points it was "
+            "trained on, which flatters it).", float_range=(0.0, 100.0)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
             "simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
@@ -199,33 +219,49 @@ class Refused(Exception):
         self.result = result
 
 
+@dataclass(frozen=True)
+class HomeContext:
+    """What the service knows of one home: its observation count, summary and points (home frame)."""
+
+    count: int = 0
+    summary: np.ndarray = field(default_factory=lambda: np.zeros(SUMMARY_SIZE))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    version: int = 0   # changes with every update: the answer check is redone for a new context
+
+
 class HomeContexts:
-    """What the service knows of each home's observations: (domain, task) -> (count, summary).
+    """What the service knows of each home's observations: (domain, task) -> HomeContext.
 
     Fed by the specialized node (every acknowledged or forgotten observation updates it), read by
-    the home-aware prior's answers; the summary is learning.in_context.summary of the observations
-    in the home family's frame.
+    the home-aware prior's answers and the answer check; the summary is learning.in_context.summary
+    and the points the observations (at most MAX_CONTEXT_POINTS, evenly spread) in the home's frame.
     """
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._contexts: dict[tuple[str, str], tuple[int, np.ndarray]] = {}
+        self._contexts: dict[tuple[str, str], HomeContext] = {}
+        self._updates = 0
 
-    def put(self, domain: str, task: str, count: int, summary) -> None:
+    def put(self, domain: str, task: str, count: int, summary, points=None) -> None:
         summary = np.asarray(summary, dtype=np.float64).reshape(-1)
         if summary.shape != (SUMMARY_SIZE,) or not np.isfinite(summary).all() or count < 0:
             raise ValueError(f"a home context is {SUMMARY_SIZE} finite numbers and a count >= 0 "
                              f"(got {summary.size} numbers, count {count})")
+        points = np.zeros((0, 3)) if points is None else np.asarray(points, dtype=np.float64).reshape(-1, 3)
+        if not np.isfinite(points).all() or len(points) > MAX_CONTEXT_POINTS or len(points) > count:
+            raise ValueError(f"a home context's points must be finite, at most {MAX_CONTEXT_POINTS} and at most "
+                             f"its count {count} (got {len(points)})")
         with self._lock:
-            self._contexts[(domain, task)] = (int(count), summary)
+            self._updates += 1
+            self._contexts[(domain, task)] = HomeContext(int(count), summary, points, self._updates)
 
     def put_observations(self, domain: str, task: str, conditions, targets) -> None:
         local = home_frame(domain, np.asarray(conditions).reshape(-1, 3), np.asarray(targets).reshape(-1, 3))
-        self.put(domain, task, len(local), context_summary(local))
+        self.put(domain, task, len(local), context_summary(local), context_points(local))
 
-    def get(self, domain: str, task: str) -> tuple[int, np.ndarray]:
+    def get(self, domain: str, task: str) -> HomeContext:
         with self._lock:
-            return self._contexts.get((domain, task), (0, np.zeros(SUMMARY_SIZE)))
+            return self._contexts.get((domain, task), HomeContext())
 
 
 class ModelSlots:
@@ -304,7 +340,8 @@ def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> Diffusi
         raise CheckpointError(f"{path} is a model of {wrong}, not of {want}: refused for this slot")
     state_size, target_size = SERVED_DOMAINS[domain]
     spec = navigate_to.spec_of(model) if domain in MAPPED_DOMAINS else None
-    condition_size = state_size + (spec.feature_dim if spec else 0) + (SUMMARY_SIZE if role == HOME_AWARE else 0)
+    context = context_size(model_context_kind(model)) if role == HOME_AWARE else 0
+    condition_size = state_size + (spec.feature_dim if spec else 0) + context
     if (model.condition_dim, model.target_dim) != (condition_size, target_size):
         raise CheckpointError(f"{path} maps {model.condition_dim} numbers to {model.target_dim}, "
                               f"{domain} needs {condition_size} -> {target_size}")
@@ -326,6 +363,50 @@ class Answer:
     candidates_valid: int = 0
 
 
+@dataclass
+class Request:
+    """A request that passed the checks, with the model pair it took (fixed for the whole request)."""
+
+    domain: str
+    task: str
+    mode: str
+    state: np.ndarray
+    num_samples: int
+    min_separation: float
+    general: DiffusionModel | None
+    specialized: DiffusionModel | None
+
+
+@dataclass
+class Route:
+    """The models that answer one request: the proposer's general / specialized pair, mode and condition.
+
+    `condition` None = the state (with the map patch for navigate_to); `answered_as` is the reply's
+    mode_used when it is not the proposer's (the home-aware prior).
+    """
+
+    general: DiffusionModel | None
+    specialized: DiffusionModel | None
+    mode: str
+    proposer: Proposer
+    condition: np.ndarray | None = None
+    answered_as: str = ""
+    notes: list = field(default_factory=list)
+
+    @property
+    def model(self) -> DiffusionModel:
+        return self.general if self.mode != "specialized" else self.specialized
+
+
+@dataclass
+class Drawn:
+    targets: np.ndarray
+    scores: np.ndarray
+    result: object   # the proposer's last Proposals (mode_used, message, diagnostics)
+    drawn: int
+    valid: int
+
+
 def map_check_from(values: dict) -> navigate_to.MapCheck:
     return navigate_to.MapCheck(robot_radius=float(values["robot.radius"]), reach=float(values["robot.reach"]),
                                 occupied_threshold=int(values["map.occupied_threshold"]),
@@ -340,6 +421,8 @@ class PlacementService:
         self.store = ModelStore(model_dir)
         self.slots = ModelSlots()
         self.contexts = HomeContexts()
+        self._check_lock = threading.Lock()
+        self._checks: dict = {}  # (domain, task) -> (what the verdict depends on, verdict)
         self.configure(values or defaults())
 
     def configure(self, values: dict) -> None:
@@ -355,13 +438,41 @@ class PlacementService:
                grid: OccupancyMap | None = None, min_separation: float = 0.0) -> Answer:
         """Proposals for one request, best score first, or Refused naming the problem and the fix.
 
-        With a `grid` (the robot's map, navigate_to only), the map is part of the condition,
-        `map.oversample` times the candidates are drawn in one batch, and only those the map
-        allows are returned (RESULT_NO_VALID_PROPOSAL when none is). With `min_separation` > 0,
-        `distinct.oversample` times the proposals are drawn and the best-scored ones at least that
-        far apart are kept (`distinct`): a robot looking at them in order never looks twice at one place.
+        In stages: 1. validate the request, 2. choose the answering models (the home-aware prior,
+        checked against the home's observations, or the general / specialized pair), 3. check the
+        cost, 4. draw (with a `grid`, navigate_to only: the map joins the condition, `map.oversample`
+        times the candidates are drawn and only those the map allows are kept), 5. post-process
+        (`min_separation` > 0: the best-scored proposals at least that far apart), 6. assemble.
         """
         proposer, values = self._settings  # settings, like models, are fixed for the whole request
+        # 1. validate
+        request = self._validate(domain, task, mode, state, num_samples, min_separation, values)
+        # 2. choose the answering models
+        route = self._route(request, proposer, values)
+        if grid is not None and request.domain not in MAPPED_DOMAINS:
+            route.notes.append(f"the map was ignored: {request.domain} proposals are not checked against a map")
+            grid = None
+        drawn_per_request = (navigate_to.candidates_for(request.num_samples, float(values["distinct.oversample"]))
+                             if request.min_separation > 0 else request.num_samples)
+        # 3. cost
+        self._check_budget(route, grid, drawn_per_request, values)
+        # 4. draw
+        seed = seed or secrets.randbelow(2**31 - 1) + 1  # 0 = fresh randomness
+        drawn = self._draw(route, request, grid, drawn_per_request, seed, values)
+        # 5. post-process
+        targets, scores = drawn.targets, drawn.scores
+        if request.min_separation > 0:
+            targets, scores = distinct(targets, scores, request.num_samples, request.min_separation)
+            if len(targets) < request.num_samples:
+                route.notes.append(f"only {len(targets)} of {request.num_samples} proposals are at least "
+                                   f"{request.min_separation:g} apart (of {drawn_per_request} drawn)")
+        if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
+            raise Refused(RESULT_INTERNAL_ERROR, f"the {drawn.result.mode_used} model gave non-finite proposals for "
+                          "this state: its checkpoint is broken; retrain it (nothing was returned)")
+        # 6. assemble
+        return self._assemble(route, request, drawn, targets, scores)
+
+    def _validate(self, domain, task, mode, state, num_samples, min_separation, values) -> "Request":
         domain, task, mode = check_names(domain, task, mode)
         state = check_state(domain, state)
         general, specialized = self.slots.pair(domain, task)
@@ -373,102 +484,131 @@ class PlacementService:
         if not (math.isfinite(min_separation) and min_separation >= 0):
             raise Refused(RESULT_INVALID_REQUEST, f"min_separation {min_separation} must be a finite distance >= 0 "
                           "(0 = proposals may lie close together)")
-        home = self._home_aware(domain, task, mode, values, specialized is not None)
-        condition = None
-        if home is not None:  # one model, the home's observations in its condition, its own guidance
-            home_model, count, summary = home
-            guidance = home_aware_guidance(count, values)
-            proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
-            general, specialized, mode = None, home_model, "specialized"
-            pseudo = pseudo_used(count, float(values["home_aware.pseudo_observations"]))
-            condition = np.concatenate([state, with_pseudo_observations(summary, count, pseudo)])
-            notes = [f"answered from the home-aware prior with this home's {count} observation(s)"
-                     f"{f' (+{pseudo:g} pseudo-observations)' if pseudo else ''}, guidance {guidance:g}"]
-        else:
-            mode, note = self._resolve_mode(domain, task, mode, general, specialized,
-                                            bool(values["fallback_to_general"]))
-            notes = [note]
-        wanted = num_samples
-        if min_separation > 0:  # draw more, keep the distinct ones
-            num_samples = navigate_to.candidates_for(num_samples, float(values["distinct.oversample"]))
-        if grid is not None and domain not in MAPPED_DOMAINS:
-            notes.append(f"the map was ignored: {domain} proposals are not checked against a map")
-            grid = None
-        model = general if mode != "specialized" else specialized
-        if condition is None:
-            condition = navigate_to.model_conditions(model, state[None], grid)[0]
+        return Request(domain, task, mode, state, int(num_samples), float(min_separation), general, specialized)
+
+    def _route(self, request: "Request", proposer: Proposer, values: dict) -> "Route":
+        """Which models answer: the home-aware prior or the pair, the checked way when a home has a context."""
+        r = request
+        home_model = self.slots.get((HOME_AWARE, r.domain, ""))
+        context = self.contexts.get(r.domain, r.task)
+        if r.mode == HOME_AWARE:
+            if home_model is None:
+                raise Refused(RESULT_MODEL_UNAVAILABLE, f"no home-aware prior loaded for {r.domain}: expected "
+                              f"{self.store.home_aware_path(r.domain)}; create it with `dualdiff train --domain "
+                              f"{r.domain} --home-aware`")
+            return self._home_aware_route(home_model, context, r.state, proposer, values)
+        if r.mode == "joint" and home_aware_answers(context.count, home_model is not None, r.specialized is not None,
+                                                     values):
+            if not can_read(home_model, context):
+                route = self._pair_route(r, proposer, values)
+                route.notes.append("the home-aware prior reads the home's observations, and this home's context "
+                                   "carries none (an older specialized node?): answered without it")
+                return route
+            verdict = self._checked_way(r, home_model, context, proposer, values)
+            if verdict is None or verdict.chosen == HOME_AWARE:
+                route = self._home_aware_route(home_model, context, r.state, proposer, values)
+            else:
+                route = self._pair_route(replace(r, mode=verdict.chosen), proposer, values)
+            if verdict is not None:
+                route.notes.append(verdict.reason)
+            return route
+        return self._pair_route(r, proposer, values)
+
+    def _home_aware_route(self, model, context: HomeContext, state, proposer: Proposer, values: dict) -> "Route":
+        guidance = home_aware_guidance(context.count, values)
+        kind = model_context_kind(model)
+        pseudo = pseudo_used(context.count, float(values["home_aware.pseudo_observations"])) if kind == "summary" else 0
+        block = home_aware_context(model, context, float(values["home_aware.pseudo_observations"]))
+        proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
+        note = (f"answered from the home-aware prior ({kind}) with this home's {context.count} observation(s)"
+                f"{f' (+{pseudo:g} pseudo-observations)' if pseudo else ''}, guidance {guidance:g}")
+        return Route(None, model, "specialized", proposer, np.concatenate([state, block]), HOME_AWARE, [note])
+
+    def _pair_route(self, request: "Request", proposer: Proposer, values: dict) -> "Route":
+        mode, note = self._resolve_mode(request.domain, request.task, request.mode, request.general,
+                                        request.specialized, bool(values["fallback_to_general"]))
+        return Route(request.general, request.specialized, mode, proposer, None, "", [note] if note else [])
+
+    def _checked_way(self, request: "Request", home_model, context: HomeContext, proposer: Proposer,
+                     values: dict) -> home_check.Verdict | None:
+        """The way that explains this home's observations best (cached until the home or a model changes).
+
+        None when the check is off, the home has fewer than check.min_observations, or only the
+        home-aware prior could answer.
+        """
+        if not bool(values["check.enabled"]) or context.count < int(values["check.min_observations"]):
+            return None
+        r = request
+        ways = answer_ways(r.domain, r.state, home_model, context, r.general, r.specialized, proposer, values)
+        if len(ways) < 2:
+            return None
+        key = (context.version, *(m.metadata.get("version", id(m)) if m is not None else ""
+                                  for m in (home_model, r.general, r.specialized)),
+               float(values["check.margin"]), home_aware_guidance(context.count, values))
+        with self._check_lock:
+            cached = self._checks.get((r.domain, r.task))
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        verdict = home_check.check(ways, context.points, seed=1000 + context.version, preferred=HOME_AWARE,
+                                   margin=float(values["check.margin"]))
+        with self._check_lock:
+            self._checks[(r.domain, r.task)] = (key, verdict)
+        return verdict
+
+    def _check_budget(self, route: "Route", grid, num_samples: int, values: dict) -> None:
+        model = route.model
         drawn = navigate_to.candidates_for(num_samples, float(values["map.oversample"])) if grid else num_samples
-        cost = proposer.passes_per_sample(model.schedule, mode, guided=has_block(model)) * drawn
+        cost = route.proposer.passes_per_sample(model.schedule, route.mode, guided=has_block(model)) * drawn
         budget = int(values["budget.max_sample_passes"])
         if cost > budget:
+            p = route.proposer
             raise Refused(RESULT_INVALID_REQUEST, f"this request costs {cost} network passes x proposals "
-                          f"({drawn} proposals, mode {HOME_AWARE if home else mode}, sampler "
-                          f"{proposer.sampler.method}, composition {proposer.composition.method}, "
-                          f"{proposer.composition.langevin_steps} Langevin steps): "
+                          f"({drawn} proposals, mode {route.answered_as or route.mode}, sampler "
+                          f"{p.sampler.method}, composition {p.composition.method}, "
+                          f"{p.composition.langevin_steps} Langevin steps): "
                           f"more than budget.max_sample_passes = {budget}; ask for fewer proposals or cheaper "
                           "settings")
-        seed = seed or secrets.randbelow(2**31 - 1) + 1  # 0 = fresh randomness
+
+    def _draw(self, route: "Route", request: "Request", grid, num_samples: int, seed: int, values: dict) -> "Drawn":
+        """Candidates, best first: the model's proposals, or the map-checked poses for a grid."""
+        condition = route.condition
+        if condition is None:
+            condition = navigate_to.model_conditions(route.model, request.state[None], grid)[0]
         runs = []
 
         def draw(n: int):
-            runs.append(proposer.propose(general, specialized, condition, n, mode, seed))
+            runs.append(route.proposer.propose(route.general, route.specialized, condition, n, route.mode, seed))
             return runs[-1].targets, runs[-1].scores
 
         if grid is None:
             targets, scores = ranked(*draw(num_samples))
-            valid = len(targets)
-        else:
-            check = map_check_from(values)
-            checked = navigate_to.answer_with_map(draw, grid, state, num_samples, check,
-                                                  float(values["map.oversample"]), int(values["map.ring_search"]),
-                                                  seed)
-            if checked.valid == 0:
-                raise Refused(RESULT_NO_VALID_PROPOSAL, f"none of the {checked.drawn} candidates passed the map "
-                              f"check ({check.describe()}): the object may be unreachable on this map; check the "
-                              "map and the object's pose, or ask again with another seed")
-            targets, scores, valid, drawn = checked.targets, checked.scores, checked.valid, checked.drawn
-            if checked.searched:
-                notes.append(f"the model's {drawn - checked.searched} candidates gave fewer than {num_samples} valid "
-                             f"poses: a ring search of {checked.searched} added the rest (ranked last)")
-        if min_separation > 0:
-            targets, scores = distinct(targets, scores, wanted, min_separation)
-            if len(targets) < wanted:
-                notes.append(f"only {len(targets)} of {wanted} proposals are at least {min_separation:g} apart "
-                             f"(of {num_samples} drawn)")
-        result = runs[-1]
-        if not (np.isfinite(targets).all() and np.isfinite(scores).all()):
-            raise Refused(RESULT_INTERNAL_ERROR, f"the {result.mode_used} model gave non-finite proposals for this "
-                          "state: its checkpoint is broken; retrain it (nothing was returned)")
-        if home is not None:  # the home-aware prior stands in for the general prior; no specialist answered
-            return Answer(targets, scores, HOME_AWARE, "; ".join(notes), {}, home_model.metadata.get("version", ""),
-                          "", None, drawn, valid)
+            return Drawn(targets, scores, runs[-1], len(targets), len(targets))
+        check = map_check_from(values)
+        checked = navigate_to.answer_with_map(draw, grid, request.state, num_samples, check,
+                                              float(values["map.oversample"]), int(values["map.ring_search"]), seed)
+        if checked.valid == 0:
+            raise Refused(RESULT_NO_VALID_PROPOSAL, f"none of the {checked.drawn} candidates passed the map "
+                          f"check ({check.describe()}): the object may be unreachable on this map; check the "
+                          "map and the object's pose, or ask again with another seed")
+        if checked.searched:
+            route.notes.append(f"the model's {checked.drawn - checked.searched} candidates gave fewer than "
+                               f"{num_samples} valid poses: a ring search of {checked.searched} added the rest "
+                               "(ranked last)")
+        return Drawn(checked.targets, checked.scores, runs[-1], checked.drawn, checked.valid)
+
+    def _assemble(self, route: "Route", request: "Request", drawn: "Drawn", targets, scores) -> Answer:
+        result = drawn.result
+        if route.answered_as == HOME_AWARE:  # the home-aware prior stands in for the general prior
+            return Answer(targets, scores, HOME_AWARE, "; ".join(route.notes), {},
+                          route.specialized.metadata.get("version", ""), "", None, drawn.drawn, drawn.valid)
         used_specialized = result.mode_used in ("joint", "specialized")
+        general, specialized = route.general, route.specialized
         return Answer(targets, scores, result.mode_used,
-                      "; ".join(m for m in (*notes, result.message) if m), result.diagnostics,
+                      "; ".join(m for m in (*route.notes, result.message) if m), result.diagnostics,
                       general.metadata.get("version", "") if general is not None else "",
                       specialized.metadata.get("version", "") if used_specialized else "",
-                      navigate_to.pose_yaws(state, targets) if domain in MAPPED_DOMAINS else None,
-                      drawn, valid)
-
-    def _home_aware(self, domain: str, task: str, mode: str, values: dict, have_specialist: bool):
-        """(model, count, summary) when the home-aware prior answers this request, else None.
-
-        Mode "home_aware" asks for it (MODEL_UNAVAILABLE without one); a joint request gets it while
-        the home has 1..home_aware.max_observations observations, or more but no specialist trained
-        yet (better than the prior alone), and the model is loaded.
-        """
-        model = self.slots.get((HOME_AWARE, domain, ""))
-        count, summary = self.contexts.get(domain, task)
-        if mode == HOME_AWARE:
-            if model is None:
-                raise Refused(RESULT_MODEL_UNAVAILABLE, f"no home-aware prior loaded for {domain}: expected "
-                              f"{self.store.home_aware_path(domain)}; create it with `dualdiff train --domain "
-                              f"{domain} --home-aware`")
-            return model, count, summary
-        if (mode == "joint" and model is not None and bool(values["home_aware.enabled"])
-                and count >= 1 and (count <= int(values["home_aware.max_observations"]) or not have_specialist)):
-            return model, count, summary
-        return None
+                      navigate_to.pose_yaws(request.state, targets) if request.domain in MAPPED_DOMAINS else None,
+                      drawn.drawn, drawn.valid)
 
     def _resolve_mode(self, domain, task, mode, general, specialized, general_without_specialist: bool):
         """The mode to run and a note when it differs; Refused when a needed model is missing."""
@@ -507,6 +647,66 @@ def home_aware_guidance(count: int, values: dict) -> float:
     """Guidance on a home's observations: sharper while they are few, less once the posterior is narrow."""
     many = count >= int(values["home_aware.many_observations"])
     return float(values["home_aware.guidance_many" if many else "home_aware.guidance"])
+
+
+def home_aware_answers(count: int, have_model: bool, have_specialist: bool, values: dict) -> bool:
+    """Whether a joint request for a home with `count` observations goes to the home-aware prior (and its check).
+
+    While the home has 1..home_aware.max_observations observations, or more but no specialist yet
+    (better than the prior alone). The learning curve's served row asks the same function.
+    """
+    return (have_model and bool(values["home_aware.enabled"]) and count >= 1
+            and (count <= int(values["home_aware.max_observations"]) or not have_specialist))
+
+
+def can_read(model, context: HomeContext) -> bool:
+    """A set-reading prior needs the home's points; a summary-reading one the summary (always there)."""
+    return model_context_kind(model) == "summary" or len(context.points) > 0
+
+
+def home_aware_context(model, context: HomeContext, pseudo_observations: float) -> np.ndarray:
+    """The condition block the home-aware prior reads for this home."""
+    if model_context_kind(model) == "summary":
+        pseudo = pseudo_used(context.count, pseudo_observations)
+        return with_pseudo_observations(context.summary, context.count, pseudo)
+    return set_block(context.points)
+
+
+def answer_ways(domain: str, state: np.ndarray, home_model, context: HomeContext, general, specialized,
+                proposer: Proposer, values: dict) -> list[home_check.Way]:
+    """Every way this service could answer a joint request for the home, as the answer check draws them.
+
+    The home-aware prior (reading the context it is given), the general prior composed with the
+    specialist, the specialist alone and the general prior alone; each draws at `state` and gives
+    its proposals in the home's frame.
+    """
+    guidance = home_aware_guidance(context.count, values)
+    ha_proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
+    kind = model_context_kind(home_model)
+    pseudo = float(values["home_aware.pseudo_observations"])
+
+    def home_aware(local, n, seed):
+        if kind == "summary":
+            block = with_pseudo_observations(context_summary(local), len(local), pseudo_used(len(local), pseudo))
+        else:
+            block = set_block(local)
+        targets = ha_proposer.propose(None, home_model, np.concatenate([state, block]), n, "specialized", seed).targets
+        return home_frame(domain, np.tile(state, (n, 1)), targets)
+
+    def pair(mode):
+        def draw(local, n, seed):
+            targets = proposer.propose(general, specialized, state, n, mode, seed).targets
+            return home_frame(domain, np.tile(state, (n, 1)), targets)
+        return draw
+
+    ways = [home_check.Way(HOME_AWARE, home_aware, reads_context=True)]
+    if general is not None and specialized is not None:
+        ways.append(home_check.Way("joint", pair("joint")))
+    if specialized is not None:
+        ways.append(home_check.Way("specialized", pair("specialized")))
+    if general is not None:
+        ways.append(home_check.Way("general", pair("general")))
+    return ways
 
 
 def distinct(targets: np.ndarray, scores: np.ndarray, n: int, min_separation: float):

@@ -21,6 +21,7 @@ DEFAULT_MODEL_DIR = "artifacts/models"
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `dualdiff train`, shared with `python -m dualdiff_ros.train`."""
     from .diffusion.cluster import DEVICES
+    from .learning.in_context import CONTEXT_KINDS
     from .recipes import RECIPES
 
     p.add_argument("--domain", nargs="+", default=["cabinet", "round_table"],
@@ -44,6 +45,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--home-aware-recipe", default=None, choices=RECIPES,
                    help="with --home-aware: the home-aware prior's size and training (default: --recipe's), "
                         "e.g. a demo-size general prior beside a full-size home-aware one")
+    p.add_argument("--home-aware-context", default="set", choices=CONTEXT_KINDS,
+                   help="with --home-aware: how the prior reads a home's observations: set (a learned set encoder, "
+                        "any shape of home) or summary (count, min, max, mean: one box or disc only)")
     p.add_argument("--resume", action="store_true",
                    help="continue the prior from its training state (after an interruption, also kill -9)")
     return p
@@ -76,7 +80,8 @@ def run(args) -> int:
             if getattr(args, "home_aware", False) and domain != "navigate_to" and cluster.is_main:
                 from .training_jobs import train_home_aware
                 train_home_aware(domain, args.model_dir, getattr(args, "home_aware_recipe", None) or args.recipe,
-                                 args.seed, args.force, progress=True)
+                                 args.seed, args.force, progress=True,
+                                 kind=getattr(args, "home_aware_context", "set"))
     finally:
         cluster.close()
     return 0

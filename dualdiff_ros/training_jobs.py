@@ -28,11 +28,14 @@ log = logging.getLogger("dualdiff.train")
 GENERAL_SIZE, SPECIALIZED_SIZE = 55_398, 128
 
 
-def trained_with(path, recipe_name: str) -> bool:
+def trained_with(path, recipe_name: str, context: str | None = None) -> bool:
+    """Whether `path` holds a model of this recipe (and, for a home-aware prior, this context kind)."""
     try:
-        return read_header(path)["metadata"].get("recipe") == recipe_name
+        metadata = read_header(path)["metadata"]
     except CheckpointError:
         return False
+    kind = metadata.get("context", {}).get("kind", "summary")
+    return metadata.get("recipe") == recipe_name and (context is None or kind == context)
 
 
 def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 0, force: bool = False,
@@ -82,28 +85,26 @@ def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 
 
 
 def train_home_aware(domain: str, model_dir, recipe_name: str = "demo", seed: int = 0, force: bool = False,
-                     progress: bool = True) -> str:
+                     progress: bool = True, kind: str = "set") -> str:
     """Train (or reuse) the domain's home-aware prior on fleet data from the home family; its version.
 
     It answers from the home's observations in its condition (learning/in_context.py), so a robot
     specializes with no training of its own; the placement service uses it while the home has few
     observations (`home_aware.*` parameters).
     """
-    from .learning.in_context import fleet_rows, mark_context_block
+    from .learning.in_context import train_prior
     from .recipes import HOME_AWARE_FLEET
 
     path = ModelStore(model_dir).home_aware_path(domain)
-    if not force and trained_with(path, recipe_name):
-        print(f"[train] {domain}: reusing {path} (recipe {recipe_name}); --force retrains")
+    if not force and trained_with(path, recipe_name, kind):
+        print(f"[train] {domain}: reusing {path} (recipe {recipe_name}, context {kind}); --force retrains")
         return read_header(path)["metadata"]["version"]
-    homes, points, rows = HOME_AWARE_FLEET[recipe_name]
+    fleet = HOME_AWARE_FLEET[recipe_name]
     start = time.perf_counter()
-    conditions, targets = fleet_rows(domain, homes, points, rows, stream(seed, "fleet_data"))
-    print(f"[train] {domain}: home-aware prior on {len(targets)} observations of {homes} homes (recipe {recipe_name})")
-    model = train_general(domain, conditions, targets, named_recipe(recipe_name), stream(seed, "train_general") + 1,
-                          progress)
-    mark_context_block(model)
-    model.metadata.update(role="home_aware", recipe=recipe_name)
+    print(f"[train] {domain}: home-aware prior ({kind} context) on {fleet[0] * fleet[2]} observations of "
+          f"{fleet[0]} fleet homes (recipe {recipe_name})")
+    model = train_prior(domain, named_recipe(recipe_name), fleet, seed, kind, "fleet", progress)
+    model.metadata.update(recipe=recipe_name)
     version = save(model, path)
     print(f"[train] {domain}: wrote {path} ({version}) in {time.perf_counter() - start:.0f} s")
     return version

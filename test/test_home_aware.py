@@ -24,7 +24,8 @@ def root(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def service(root):
-    svc = serving.PlacementService(root)
+    """The service with the answer check off: these tests are about the home-aware prior's own answers."""
+    svc = serving.PlacementService(root, {**serving.defaults(), "check.enabled": False})
     store = svc.store
     svc.slots.put(("general", "cabinet", ""), store.load_general("cabinet"))
     svc.slots.put(("specialized", "cabinet", ""), store.load_specialized("cabinet"))
@@ -70,7 +71,7 @@ def test_no_observations_and_the_setting_off_keep_todays_answers(service):
     try:
         assert service.answer("cabinet", "", "joint", STATE, 4, seed=1).mode_used != "home_aware"
     finally:
-        service.configure(serving.defaults())
+        service.configure({**serving.defaults(), "check.enabled": False})
 
 
 def test_the_answer_reads_the_homes_observations(service):
@@ -114,16 +115,58 @@ def test_guidance_eases_once_the_home_has_many_observations(service):
     assert f"guidance {few:g}" in service.answer("cabinet", "", "joint", STATE, 4, seed=2).message
 
 
-def test_pseudo_observations_change_the_answer_and_say_so(service):
+@pytest.fixture(scope="module")
+def summary_service(tmp_path_factory):
+    """A service whose home-aware prior reads the hand-made summary (count, min, max, mean)."""
+    root = tmp_path_factory.mktemp("summary_models")
+    shutil.copytree(tiny_models(tmp_path_factory) / "cabinet", root / "cabinet")
+    train_home_aware("cabinet", root, "quick", progress=False, kind="summary")
+    svc = serving.PlacementService(root, {**serving.defaults(), "check.enabled": False})
+    svc.slots.put(("general", "cabinet", ""), svc.store.load_general("cabinet"))
+    svc.slots.put(("home_aware", "cabinet", ""), serving.load_for_slot(
+        "home_aware", "cabinet", "", svc.store.home_aware_path("cabinet"), root))
+    return svc
+
+
+def test_pseudo_observations_change_the_answer_and_say_so(summary_service):
+    service = summary_service
     _observe(service, 4)
     answers = {}
     for pseudo in (0.0, 16.0):
-        service.configure({**serving.defaults(), "home_aware.pseudo_observations": pseudo})
-        try:
-            answers[pseudo] = service.answer("cabinet", "", "joint", STATE, 16, seed=4)
-        finally:
-            service.configure(serving.defaults())
+        service.configure({**serving.defaults(), "home_aware.pseudo_observations": pseudo, "check.enabled": False})
+        answers[pseudo] = service.answer("cabinet", "", "joint", STATE, 16, seed=4)
     # 4 observations: at most 4 pseudo-observations more, whatever the parameter asks
     assert answers[16.0].mode_used == "home_aware" and "+4 pseudo-observations" in answers[16.0].message
     assert "pseudo" not in answers[0.0].message
     assert not np.allclose(answers[0.0].proposals, answers[16.0].proposals)  # same seed: only the count told
+
+
+def test_a_context_without_points_is_not_read_by_a_set_prior(service):
+    """An older specialized node sends only the summary: the set-reading prior cannot answer from it."""
+    service.contexts.put("cabinet", "old_node", 5, np.zeros(10))
+    answer = service.answer("cabinet", "old_node", "joint", STATE, 4, seed=1)
+    assert answer.mode_used != "home_aware" and "carries none" in answer.message
+
+
+def test_the_checked_answer_says_which_way_answered_and_why(service, monkeypatch):
+    from dualdiff_ros.learning import home_check
+
+    calls = []
+    real = home_check.check
+    monkeypatch.setattr(home_check, "check", lambda *a, **k: calls.append(1) or real(*a, **k))
+    service.configure(serving.defaults())
+    try:
+        _observe(service, 12)
+        first = service.answer("cabinet", "", "joint", STATE, 8, seed=3)
+        assert "checked against this home's 12 observation(s)" in first.message
+        assert first.mode_used in ("home_aware", "joint", "specialized", "general")
+        assert all(f"{way} " in first.message for way in ("home_aware", "joint", "specialized", "general"))
+        service.answer("cabinet", "", "joint", STATE, 8, seed=4)
+        assert len(calls) == 1  # the verdict is kept while the home and the models are the same
+        _observe(service, 13)
+        service.answer("cabinet", "", "joint", STATE, 8, seed=4)
+        assert len(calls) == 2  # a new observation: checked again
+        _observe(service, 3)    # below check.min_observations: unchecked
+        assert "checked" not in service.answer("cabinet", "", "joint", STATE, 8, seed=4).message
+    finally:
+        service.configure({**serving.defaults(), "check.enabled": False})

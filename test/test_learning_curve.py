@@ -14,7 +14,6 @@ from dualdiff_ros.evaluation.learning_curve import (
     looks_to_find,
     observation_sequence,
     run_learning_curve,
-    served_setting,
 )
 
 
@@ -128,10 +127,13 @@ def test_the_quick_curve_has_every_row_and_the_cold_start_is_the_prior(tmp_path)
     rows = result["rows"]
     for n in (0, 2, 8):
         names = {r["row"] for r in rows if r["observations"] == n and r["home"] == "thesis"}
-        want = {"general", "proposer", "limit"} | ({"scratch", "fine_tuned", "proposer_cut0.6"} if n else set())
+        want = {"general", "proposer", "limit", "oracle"} | ({"scratch", "fine_tuned", "proposer_cut0.6"} if n else set())
         assert names == want, (n, names)
     for r in rows:
         assert 0 <= r["accuracy"] <= 1 and 0 <= r["coverage"] <= 1 and 1 <= r["looks_to_find"] <= 6
+        oracle = next(o for o in rows if o["row"] == "oracle" and o["home"] == r["home"])
+        assert r["coverage_vs_oracle"] == pytest.approx(r["coverage"] / oracle["coverage"])
+    assert all(r["accuracy"] == 1.0 and r["looks_to_find"] == 1.0 for r in rows if r["row"] == "oracle")
     cold = {r["row"]: r for r in rows if r["observations"] == 0 and r["home"] == "thesis"}
     assert cold["proposer"]["accuracy"] == cold["general"]["accuracy"]
     assert (tmp_path / "learning_curve_cabinet.png").stat().st_size > 10_000
@@ -248,14 +250,17 @@ def test_the_curve_reuses_a_saved_home_aware_prior_and_adds_tempered_rows(tmp_pa
 
     settings = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.0,))
     save(train_home_aware_prior(settings), tmp_path / "home_aware.safetensors")
+    save(train_home_aware_prior(settings, "summary"), tmp_path / "summary.safetensors")
     reused = CurveSettings.quick(observations=(0, 4), homes=1, context_guidance=(1.0,), context_pseudo=(8.0,),
-                                 context_model=str(tmp_path / "home_aware.safetensors"), general_size=500)
+                                 context_model=str(tmp_path / "home_aware.safetensors"), general_size=500,
+                                 context_kinds=("set", "summary"), summary_model=str(tmp_path / "summary.safetensors"))
     rows = run_learning_curve(tmp_path / "curve", reused)["rows"]
-    assert {"home_aware", "home_aware_p8", "served"} <= {r["row"] for r in rows if r["observations"] == 4}
+    assert {"home_aware", "home_aware_summary", "home_aware_summary_p8", "served", "oracle"} <= {
+        r["row"] for r in rows if r["observations"] == 4}
     cold = {r["row"]: r for r in rows if r["observations"] == 0}
     assert [cold["served"][k] for k in METRICS] == [cold["proposer"][k] for k in METRICS]
     # the tempered row is asked with another condition: other proposals from the same seed
-    home, model = homes("cabinet", 1, 0)[0], load_home_aware_prior(tmp_path / "home_aware.safetensors", "cabinet")
+    home, model = homes("cabinet", 1, 0)[0], load_home_aware_prior(tmp_path / "summary.safetensors", "cabinet")
     c, t = observation_sequence(home, 0, 0, 4)
     observed, poses = home.region_frame(c[:4], t[:4]), c[:8]
     plain, told = (home_aware_samples(model, home, observed, poses, 3, 7, 1.0, pseudo=p) for p in (0.0, 8.0))
@@ -264,14 +269,16 @@ def test_the_curve_reuses_a_saved_home_aware_prior_and_adds_tempered_rows(tmp_pa
         load_home_aware_prior(tmp_path / "home_aware.safetensors", "round_table")
 
 
-def test_the_served_row_follows_the_services_defaults():
+def test_the_served_row_asks_the_services_own_gate():
+    """The curve's served row and the service decide with one function (serving.home_aware_answers)."""
     values = serving.defaults()
-    few, many = values["home_aware.guidance"], values["home_aware.guidance_many"]
-    pseudo, top = values["home_aware.pseudo_observations"], values["home_aware.max_observations"]
-    assert served_setting(0, values) is None and served_setting(top + 1, values) is None  # the proposer answers
-    assert served_setting(1, values) == (few, pseudo)
-    assert served_setting(values["home_aware.many_observations"], values) == (many, pseudo)
-    assert served_setting(top, {**values, "home_aware.guidance_many": 3.0}) == (3.0, pseudo)
+    top = values["home_aware.max_observations"]
+    assert not serving.home_aware_answers(0, True, True, values)          # no observations: the proposer
+    assert serving.home_aware_answers(1, True, True, values)
+    assert not serving.home_aware_answers(top + 1, True, True, values)    # many, and a specialist: composed
+    assert serving.home_aware_answers(top + 1, True, False, values)       # ... but none trained yet: the prior
+    assert not serving.home_aware_answers(5, False, False, values)        # no home-aware prior loaded
+    assert not serving.home_aware_answers(5, True, True, {**values, "home_aware.enabled": False})
 
 
 def test_the_curve_through_the_nodes_is_compared_with_the_served_row(tmp_path):
@@ -284,7 +291,7 @@ def test_the_curve_through_the_nodes_is_compared_with_the_served_row(tmp_path):
     assert values["home_aware.pseudo_observations"] > 0  # else the two below would not differ
     path = tmp_path / "models" / "cabinet" / "home_aware.safetensors"
     path.parent.mkdir(parents=True)
-    save(train_home_aware_prior(CurveSettings.quick(homes=1, context_guidance=(1.0,))), path)
+    save(train_home_aware_prior(CurveSettings.quick(homes=1, context_guidance=(1.0,)), "summary"), path)
     model, home = load_home_aware_prior(path, "cabinet"), homes("cabinet", 1, 0)[0]
     c, t = observation_sequence(home, 0, 0, 4)
     observed, poses = home.region_frame(c[:4], t[:4]), c[:6]

@@ -150,11 +150,27 @@ def _plain_predictor(models: list[DiffusionModel], conditions: list[torch.Tensor
     Models whose networks are ConditionalMLPs of one shape run as one StackedMLP (one batched
     matmul per layer, time embeddings and condition projections computed once).
     """
+    nets, conditions = zip(*(plain_network(m.denoiser, c) for m, c in zip(models, conditions)))
     try:
-        stacked = stacked_plan([m.denoiser for m in models]).bind(conditions)
+        stacked = stacked_plan(list(nets)).bind(list(conditions))
     except ValueError:
-        return lambda y, t: torch.stack([m.eps(y, t, c) for m, c in zip(models, conditions)])
+        def each(y: torch.Tensor, t: int) -> torch.Tensor:
+            with torch.inference_mode():
+                tt = torch.full((len(y),), t, dtype=torch.long)
+                return torch.stack([net(y, tt, c) for net, c in zip(nets, conditions)])
+        return each
     return stacked
+
+
+def plain_network(net: nn.Module, c_norm: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+    """(network, condition) to run at every step: a set-conditioned net's trunk on its encoded set.
+
+    The set's encoding is the same at every step: encode once per request, not once per step.
+    """
+    if hasattr(net, "encode") and hasattr(net, "trunk"):
+        with torch.inference_mode():
+            return net.trunk, net.encode(c_norm)
+    return net, c_norm
 
 
 _PLANS: OrderedDict = OrderedDict()

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..domains.homes import homes
+from ..domains.homes import FAMILIES, homes
 from ..seeds import stream
 from .report import markdown_table
 
@@ -59,16 +59,17 @@ def priors_only(model_dir, domain: str, into: Path) -> Path:
 
 def run_adaptation(model_dir, output, domain: str = "cabinet", observations: int = 32, retrain_every: int = 8,
                    score_at=SCORE_AT, seed: int = 0, timeout: float = 120.0, homes_count: int = 1,
-                   score_poses: int = SCORE_POSES) -> dict:
+                   score_poses: int = SCORE_POSES, family: str = "box") -> dict:
     """Every home in turn; results.json and results.md (per home, and mean ± sd over homes)."""
     output = Path(output)
     output.mkdir(parents=True, exist_ok=True)
-    family = homes(domain, homes_count, stream(seed, "homes"))
+    drawn = homes(domain, homes_count, stream(seed, "homes"), family)
     rows = []
-    for index, home in enumerate(family):
+    for index, home in enumerate(drawn):
         rows += adapt_one_home(model_dir, output / home.name, domain, home, index, observations, retrain_every,
                                [n for n in score_at if n <= observations], seed, timeout, score_poses)
-        result = {"domain": domain, "homes": [h.name for h in family[:index + 1]], "retrain_every": retrain_every,
+        result = {"domain": domain, "family": family, "homes": [h.name for h in drawn[:index + 1]],
+                  "retrain_every": retrain_every,
                   "rows": rows, "summary": summarize(rows), "model_dir": str(model_dir), "seed": seed}
         (output / "results.json").write_text(json.dumps(result, indent=1))
         write_tables(output / "results.md", result)
@@ -171,7 +172,7 @@ class OfflineCurve:
 
         if self.model is None:
             return None
-        return served_samples(self.model, self.home, observed_local, self.poses, SCORE_PROPOSALS, self.seed)
+        return served_samples(self.model, self.home, observed_local, self.poses, SCORE_PROPOSALS, self.seed)[0]
 
     def scores(self, observed_local: np.ndarray) -> dict:
         from .learning_curve import score_samples
@@ -215,7 +216,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--observations", type=int, default=32)
     p.add_argument("--retrain-every", type=int, default=8)
     p.add_argument("--homes", type=int, default=1,
-                   help="the thesis's home plus homes of the learning curve's family (same --seed), one after another")
+                   help="homes of the learning curve's --family (same --seed), one after another")
+    p.add_argument("--family", default="box", choices=FAMILIES,
+                   help="box (the thesis's home first), multi (2-4 places) or held_out (shapes no model trained on)")
     p.add_argument("--score-at", type=int, nargs="+", default=list(SCORE_AT), metavar="N",
                    help="observation counts at which the replies are scored beside the offline curve")
     p.add_argument("--score-poses", type=int, default=SCORE_POSES, help="furniture poses scored at each N")
@@ -225,6 +228,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 
 def run_from_args(args) -> int:
     run_adaptation(args.model_dir, args.output, args.domain, args.observations, args.retrain_every,
-                   score_at=tuple(args.score_at), seed=args.seed, homes_count=args.homes, score_poses=args.score_poses)
+                   score_at=tuple(args.score_at), seed=args.seed, homes_count=args.homes, score_poses=args.score_poses,
+                   family=args.family)
     print((Path(args.output) / "results.md").read_text().split("## Every home")[0])
     return 0

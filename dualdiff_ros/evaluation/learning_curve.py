@@ -22,7 +22,13 @@ each of `test_conditions` held-out furniture poses:
 - home_aware_tuned[_w<g>], home_aware_joint[_w<g>]: a fine-tune *of the home-aware prior* on the N
   observations (each row's condition carrying the home's summary), alone and composed with the
   prior it came from (the two share the condition, the normalizers and the guidance block);
-- limit: the exact Bayes posterior predictive of the home family (evaluation/bayes_limit.py).
+- home_aware_summary[...]: the same rows for a home-aware prior reading the hand-made summary
+  instead of the set (the measured alternative; `context_kinds`);
+- limit: the exact Bayes posterior predictive of the home family (evaluation/bayes_limit.py), for
+  the one-box family only; oracle: samples of the home's true region (every family).
+
+Homes come from a family (domains/homes.py: "box", the thesis's; "multi", several places; "held_out",
+shape kinds no model trained on); coverage_vs_oracle divides a row's coverage by the oracle's.
 
 Metrics: accuracy (in the home's region), coverage (Naeem et al., k = 5, against the home's own
 distribution) and looks-to-find: the robot looks at the proposals in the order returned (best
@@ -39,8 +45,9 @@ import numpy as np
 
 from .. import serving
 from ..diffusion.proposer import Proposer
-from ..domains.homes import FAMILY_DOMAINS, homes
-from ..learning.in_context import context_conditions, fleet_rows, mark_context_block
+from ..domains.homes import FAMILIES, FAMILY_DOMAINS, homes
+from ..learning import home_check
+from ..learning.in_context import context_conditions, model_context_kind, train_prior
 from ..model_store import Recipe, train_general, train_specialized
 from ..recipes import HOME_AWARE_FLEET
 from ..seeds import stream
@@ -50,8 +57,9 @@ from .bayes_limit import predictive
 from .report import markdown_table
 
 OBSERVATIONS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
-ROWS = ("general", "scratch", "fine_tuned", "proposer", "served", "limit")
-METRICS = ("accuracy", "coverage", "looks_to_find")
+ROWS = ("general", "scratch", "fine_tuned", "proposer", "home_aware_summary", "home_aware", "served", "limit",
+        "oracle")
+METRICS = ("accuracy", "coverage", "coverage_vs_oracle", "looks_to_find")
 DISTINCT_OVERSAMPLE = 4.0  # the placement service's distinct.oversample
 
 
@@ -74,6 +82,11 @@ class CurveSettings:
     context_pseudo: tuple = ()         # further home-aware rows "..._p<tau>" with tau pseudo-observations
     context_tuning: bool = False       # also the rows of a fine-tune of the home-aware prior
     context_model: str | None = None   # a saved home-aware prior of this domain to use instead of training one
+    context_kinds: tuple = ("set",)    # home-aware priors: "set" (rows home_aware*), "summary" (home_aware_summary*)
+    summary_model: str | None = None   # a saved summary-reading home-aware prior (context_kinds with "summary")
+    family: str = "box"                # the homes measured (domains/homes.py FAMILIES)
+    fleet_family: str = "fleet"        # the homes a home-aware prior trains on
+    skip_scratch: bool = False         # leave out the from-scratch specialist (time)
     min_separation: float = 0.0        # > 0: "<row>_distinct" rows, the request field min_separation
     # the home-aware prior's fleet data when the curve trains one: the full recipe's (recipes.HOME_AWARE_FLEET)
     fleet_homes: int = HOME_AWARE_FLEET["full"][0]
@@ -86,6 +99,8 @@ class CurveSettings:
     def __post_init__(self):
         if self.domain not in FAMILY_DOMAINS:
             raise ValueError(f"learning curve of {self.domain!r}: use one of {FAMILY_DOMAINS}")
+        if self.family not in FAMILIES or self.fleet_family not in FAMILIES:
+            raise ValueError(f"home families {self.family!r} / {self.fleet_family!r}: use one of {FAMILIES}")
         if not self.observations or min(self.observations) < 0:
             raise ValueError(f"observations {self.observations}: give counts >= 0")
 
@@ -150,27 +165,28 @@ def home_aware_samples(model, home, observed_local, conditions, k, seed, guidanc
 
     The home-aware prior alone, its fine-tune `tuned` alone, or (`joint`) the two composed.
     """
-    conds = context_conditions(conditions, observed_local, pseudo)
+    conds = context_conditions(conditions, observed_local, pseudo, model_context_kind(model))
     general, specialist = (model, tuned) if joint else (None, tuned if tuned is not None else model)
     return propose_all(Proposer().with_guidance(guidance), general, specialist, conds, k, seed)
 
 
 def tune_home_aware(model, home, c, t, settings: "CurveSettings", seed: int):
     """The home-aware prior fine-tuned on a home's N observations, each row conditioned on all N."""
-    return train_specialized(model, context_conditions(c, home.region_frame(c, t)), t, settings.recipe,
-                             "fine_tune", task=home.name, seed=seed, progress=False)
+    conds = context_conditions(c, home.region_frame(c, t), kind=model_context_kind(model))
+    return train_specialized(model, conds, t, settings.recipe, "fine_tune", task=home.name, seed=seed, progress=False)
 
 
-def train_home_aware_prior(settings: CurveSettings):
-    """The home-aware prior on fleet data from the family (one per curve run), or the saved one asked for."""
+def train_home_aware_prior(settings: CurveSettings, kind: str = "set"):
+    """The home-aware prior on fleet homes (one per curve run and kind), or the saved one asked for."""
     s = settings
-    if s.context_model:
-        return load_home_aware_prior(s.context_model, s.domain)
-    c, t = fleet_rows(s.domain, s.fleet_homes, s.fleet_points, s.fleet_rows_per_home, stream(s.seed, "fleet_data"))
-    model = train_general(s.domain, c, t, s.context_recipe or s.recipe, stream(s.seed, "train_general") + 1,
-                          s.progress)
-    mark_context_block(model)
-    return model
+    saved = s.context_model if kind == "set" else s.summary_model
+    if saved:
+        model = load_home_aware_prior(saved, s.domain)
+        if model_context_kind(model) != kind:
+            raise ValueError(f"{saved} reads a {model_context_kind(model)} context, not a {kind}")
+        return model
+    return train_prior(s.domain, s.context_recipe or s.recipe, (s.fleet_homes, s.fleet_points, s.fleet_rows_per_home),
+                       s.seed, kind, s.fleet_family, s.progress)
 
 
 def load_home_aware_prior(path, domain: str):
@@ -206,8 +222,9 @@ def held_out_poses(home, index: int, seed: int, count: int, reference: int):
     return poses, home.local_frame(at, home.sample_specialized_targets(at, rng))
 
 
-def run_home(home, index: int, general, settings: CurveSettings, home_aware=None) -> list[dict]:
-    """Every row at every N for one home."""
+def run_home(home, index: int, general, settings: CurveSettings, home_aware=None,
+             summary_aware=None) -> list[dict]:
+    """Every row at every N for one home (`home_aware`: the set-reading prior; `summary_aware`: the summary's)."""
     s = settings
     obs_c, obs_t = observation_sequence(home, index, s.seed, max(s.observations))
     test, reference_local = held_out_poses(home, index, s.seed, s.test_conditions, s.reference)
@@ -216,6 +233,7 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
     rows = []
     general_scores = score_samples(home, test, propose_all(base, general, None, test, s.looks, sampling),
                                    reference_local, s.looks)
+    oracle = score_samples(home, test, oracle_samples(home, test, s.looks, sampling), reference_local, s.looks)
     for n in s.observations:
         start = time.time()
         found = {"general": general_scores}
@@ -224,7 +242,7 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
         if n == 0:
             found["proposer"] = general_scores  # the cold start: the service answers from the prior
         else:
-            for name, method in (("scratch", "scratch"), ("fine_tuned", "fine_tune")):
+            for name, method in (("scratch", "scratch"), ("fine_tuned", "fine_tune"))[int(s.skip_scratch):]:
                 trained[name] = train_specialized(general, c, t, s.recipe, method, task=home.name,
                                                   seed=stream(s.seed, f"train_{name}") + 1000 * index + n,
                                                   progress=False)
@@ -243,23 +261,29 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
         variants = {"home_aware": {}}
         if tuned is not None:
             variants.update(home_aware_tuned={"tuned": tuned}, home_aware_joint={"tuned": tuned, "joint": True})
-        for w in s.context_guidance if home_aware is not None else ():
-            for pseudo in (0.0, *s.context_pseudo):
-                suffix = ("" if w == 1 else f"_w{w:g}") + (f"_p{pseudo:g}" if pseudo else "")
-                for name, how in variants.items():
-                    found[name + suffix] = score_samples(
-                        home, test, home_aware_samples(home_aware, home, home.region_frame(c, t), test, s.looks,
-                                                       sampling, w, pseudo=pseudo, **how), reference_local, s.looks)
+        for prefix, model in (("home_aware", home_aware), ("home_aware_summary", summary_aware)):
+            for w in s.context_guidance if model is not None else ():
+                for pseudo in (0.0, *s.context_pseudo):
+                    suffix = ("" if w == 1 else f"_w{w:g}") + (f"_p{pseudo:g}" if pseudo else "")
+                    for name, how in variants.items() if model is home_aware else {"home_aware": {}}.items():
+                        found[name.replace("home_aware", prefix) + suffix] = score_samples(
+                            home, test, home_aware_samples(model, home, home.region_frame(c, t), test, s.looks,
+                                                           sampling, w, pseudo=pseudo, **how), reference_local, s.looks)
         if home_aware is not None:
-            found["served"] = served_scores(home, test, reference_local, s, sampling, home_aware,
-                                            home.region_frame(c, t), found["proposer"])
+            found["served"], found_way = served_scores(home, test, reference_local, s, sampling, home_aware,
+                                                       home.region_frame(c, t), general, trained.get("fine_tuned"),
+                                                       found["proposer"])
         if s.min_separation > 0:
             found.update(distinct_rows(home, test, reference_local, s, sampling, general, trained,
                                        home_aware, home.region_frame(c, t)))
-        found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
-                                                                 s.looks, sampling), reference_local, s.looks)
+        if s.family == "box":
+            found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
+                                                                     s.looks, sampling), reference_local, s.looks)
+        found["oracle"] = oracle
         for name, scores in found.items():
-            rows.append({"home": home.name, "observations": n, "row": name, **scores})
+            extra = {"answered_by": found_way} if name == "served" and home_aware is not None else {}
+            rows.append({"home": home.name, "observations": n, "row": name, **scores, **extra,
+                         "coverage_vs_oracle": scores["coverage"] / max(oracle["coverage"], 1e-9)})
         if s.progress:
             summary = ", ".join(f"{k} {v['accuracy']:.2f}/{v['coverage']:.2f}/{v['looks_to_find']:.1f}"
                                 for k, v in found.items())
@@ -267,31 +291,54 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
     return rows
 
 
-def served_setting(n: int, values: dict) -> tuple[float, float] | None:
-    """(guidance, pseudo-observations) the service answers a joint request with at N observations.
+def oracle_samples(home, conditions: np.ndarray, k: int, seed: int) -> np.ndarray:
+    """``[n, k, d]`` samples of the home's true region: what a perfect answer would propose."""
+    rng = np.random.default_rng(seed + 7)
+    flat = np.repeat(conditions, k, axis=0)
+    return home.sample_specialized_targets(flat, rng).reshape(len(conditions), k, -1)
 
-    None where it answers from the proposer instead (no observations, or more than
-    home_aware.max_observations). Read from serving.py's values, so the served row follows the defaults.
+
+def served_way(home_aware, observed_local, state, general, specialist, seed: int) -> str:
+    """The way the placement service answers a joint request at these observations (its own functions).
+
+    serving.home_aware_answers gates the home-aware prior; the answer check (learning/home_check.py)
+    chooses between it and the other ways exactly as the service does, drawing at `state`.
     """
-    if not 1 <= n <= int(values["home_aware.max_observations"]):
-        return None
-    return serving.home_aware_guidance(n, values), float(values["home_aware.pseudo_observations"])
+    values = serving.defaults()
+    n = len(observed_local)
+    if not serving.home_aware_answers(n, home_aware is not None, specialist is not None, values):
+        return "proposer"
+    if n < int(values["check.min_observations"]) or not bool(values["check.enabled"]):
+        return serving.HOME_AWARE
+    context = serving.HomeContext(n, np.zeros(serving.SUMMARY_SIZE), observed_local)
+    ways = serving.answer_ways(home_aware.metadata.get("domain", "cabinet"), state, home_aware, context, general,
+                               specialist, serving.proposer_from(values), values)
+    if len(ways) < 2:
+        return serving.HOME_AWARE
+    return home_check.check(ways, observed_local, seed, serving.HOME_AWARE, float(values["check.margin"])).chosen
 
 
-def served_samples(home_aware, home, observed_local, conditions, k: int, seed: int) -> np.ndarray | None:
-    """The home-aware prior's proposals as the service answers at these N observations (None: it would not)."""
-    setting = served_setting(len(observed_local), serving.defaults())
-    if setting is None:
-        return None
-    guidance, pseudo = setting
-    return home_aware_samples(home_aware, home, observed_local, conditions, k, seed, guidance, pseudo=pseudo)
+def served_samples(home_aware, home, observed_local, conditions, k: int, seed: int, general=None,
+                   specialist=None) -> tuple[np.ndarray | None, str]:
+    """(proposals as the service answers at these N observations, the way) (None: the proposer answers)."""
+    values = serving.defaults()
+    way = served_way(home_aware, observed_local, conditions[0], general, specialist, seed)
+    if way == "proposer":
+        return None, way
+    if way == serving.HOME_AWARE:
+        guidance = serving.home_aware_guidance(len(observed_local), values)
+        pseudo = float(values["home_aware.pseudo_observations"])
+        return home_aware_samples(home_aware, home, observed_local, conditions, k, seed, guidance, pseudo=pseudo), way
+    pair = {"joint": (general, specialist), "specialized": (None, specialist), "general": (general, None)}[way]
+    return propose_all(Proposer(), *pair, conditions, k, seed), way
 
 
 def served_scores(home, test, reference_local, s: CurveSettings, sampling: int, home_aware, observed_local,
-                  proposer_scores: dict) -> dict:
-    """The row the placement service serves at these N observations, with its default parameters."""
-    samples = served_samples(home_aware, home, observed_local, test, s.looks, sampling)
-    return proposer_scores if samples is None else score_samples(home, test, samples, reference_local, s.looks)
+                  general, specialist, proposer_scores: dict) -> tuple[dict, str]:
+    """The row the placement service serves at these N observations, with its default parameters, and its way."""
+    samples, way = served_samples(home_aware, home, observed_local, test, s.looks, sampling, general, specialist)
+    scores = proposer_scores if samples is None else score_samples(home, test, samples, reference_local, s.looks)
+    return scores, way
 
 
 def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, general, trained: dict,
@@ -306,7 +353,7 @@ def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, 
                                               reference_local, s.looks)}
     if home_aware is not None and s.context_guidance:
         w = max(s.context_guidance)
-        conds = context_conditions(test, observed_local)
+        conds = context_conditions(test, observed_local, kind=model_context_kind(home_aware))
         name = "home_aware_distinct" if w == 1 else f"home_aware_w{w:g}_distinct"
         out[name] = score_samples(home, test, propose_all(Proposer().with_guidance(w), None, home_aware, conds, s.looks,
                                                           sampling, s.min_separation), reference_local, s.looks)
@@ -338,15 +385,17 @@ def run_learning_curve(output_dir, settings: CurveSettings | None = None) -> dic
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     start = time.time()
-    family = homes(s.domain, s.homes, stream(s.seed, "homes"))
+    family = homes(s.domain, s.homes, stream(s.seed, "homes"), s.family)
     data = family[0].general_dataset(s.general_size, stream(s.seed, "general_data"))
     general = train_general(s.domain, data.conditions, data.targets, s.recipe, stream(s.seed, "train_general"),
                             s.progress)
-    home_aware = train_home_aware_prior(s) if s.context_guidance else None
+    home_aware = train_home_aware_prior(s, "set") if s.context_guidance and "set" in s.context_kinds else None
+    summary_aware = (train_home_aware_prior(s, "summary") if s.context_guidance and "summary" in s.context_kinds
+                     else None)
     rows = []
     for i, home in enumerate(family):
-        rows += run_home(home, i, general, s, home_aware)
-        result = {"study": "learning_curve", "domain": s.domain, "settings": asdict(s),
+        rows += run_home(home, i, general, s, home_aware, summary_aware)
+        result = {"study": "learning_curve", "domain": s.domain, "family": s.family, "settings": asdict(s),
                   "homes": [{"name": h.name, "region": asdict(h.region)} for h in family],
                   "rows": rows, "summary": summarize(rows), "seconds": round(time.time() - start, 1)}
         write_results(output, result)

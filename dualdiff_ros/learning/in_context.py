@@ -17,14 +17,70 @@ capped at N (at most a doubling of the evidence): one or two observations say li
 extent, and telling the prior they were ten shrinks its proposals onto them (measured, issue 14).
 
 A robot then specializes at inference time: the N-th observation changes the next answer.
+
+The summary is sufficient for one box only: two shelves have the whole cabinet as their bounding
+box and a mean in the empty middle. The default context is therefore the set itself ("set"): up
+to MAX_CONTEXT observations in the furniture's frame, read by a learned DeepSets encoder
+(diffusion/denoisers.py `SetConditionedMLP`) trained on fleet homes of many shapes
+(domains/homes.py, family "fleet"). The summary stays as a measured alternative ("summary").
 """
 from __future__ import annotations
 
 import numpy as np
 
 SUMMARY_SIZE = 10           # count, min (3), max (3), mean (3)
-MAX_CONTEXT = 128           # count is given as log(1 + n) / log(1 + MAX_CONTEXT)
+MAX_CONTEXT = 128           # count is given as log(1 + n) / log(1 + MAX_CONTEXT); the set holds at most this many
 NO_CONTEXT_SHARE = 0.15     # training rows that see the null context
+POINT_DIM = 3
+CONTEXT_KINDS = ("set", "summary")
+SET_SIZE = 1 + MAX_CONTEXT * POINT_DIM  # count / MAX_CONTEXT, then the points, zero-padded
+
+
+MAX_CONTEXT_POINTS = 4 * MAX_CONTEXT  # points a home context carries (evenly spread): the set reads 128 of them
+
+
+def context_points(local: np.ndarray, limit: int = MAX_CONTEXT_POINTS) -> np.ndarray:
+    """At most `limit` of a home's observations [n, 3], evenly spread over the sequence (what a context carries)."""
+    local = np.asarray(local, dtype=np.float64).reshape(-1, POINT_DIM)
+    if len(local) <= limit:
+        return local
+    return local[np.linspace(0, len(local) - 1, limit).round().astype(int)]
+
+
+def context_size(kind: str) -> int:
+    """Numbers the context adds to the condition."""
+    if kind not in CONTEXT_KINDS:
+        raise ValueError(f"unknown home context {kind!r}: use one of {CONTEXT_KINDS}")
+    return SET_SIZE if kind == "set" else SUMMARY_SIZE
+
+
+def kept_points(local: np.ndarray) -> np.ndarray:
+    """At most MAX_CONTEXT of a home's observations, evenly spread over the sequence when there are more.
+
+    Deterministic, so the same observations give the same answer; spread over the sequence, so a
+    home seen 1,000 times is still read from the whole of what the robot saw.
+    """
+    return context_points(local, MAX_CONTEXT)
+
+
+def set_block(local: np.ndarray) -> np.ndarray:
+    """``[SET_SIZE]``: the count over MAX_CONTEXT, then the (kept) points, zero-padded."""
+    points = kept_points(local)
+    out = np.zeros(SET_SIZE)
+    out[0] = len(points) / MAX_CONTEXT
+    out[1:1 + points.size] = points.reshape(-1)
+    return out
+
+
+def context_block(kind: str, local: np.ndarray) -> np.ndarray:
+    """The home's observations as the home-aware prior of this kind reads them."""
+    context_size(kind)
+    return set_block(local) if kind == "set" else summary(local)
+
+
+def model_context_kind(model) -> str:
+    """The context a home-aware prior reads ("set" or "summary"; priors before the set encoder: summary)."""
+    return str(model.metadata.get("context", {}).get("kind", "summary"))
 
 
 def count_feature(count: float) -> float:
@@ -63,29 +119,38 @@ def with_pseudo_observations(home_summary: np.ndarray, count: int, pseudo: float
     return out
 
 
-def context_conditions(conditions: np.ndarray, local_context: np.ndarray, pseudo: float = 0.0) -> np.ndarray:
-    """Request conditions ``[m, 3]`` with one home's observations ``[n, 3]`` appended as its summary.
+def context_conditions(conditions: np.ndarray, local_context: np.ndarray, pseudo: float = 0.0,
+                       kind: str = "summary") -> np.ndarray:
+    """Request conditions ``[m, 3]`` with one home's observations ``[n, 3]`` appended as its context.
 
-    `pseudo` > 0 adds pseudo-observations (`with_pseudo_observations`).
+    `pseudo` > 0 adds pseudo-observations (`with_pseudo_observations`; the summary only: a set is
+    what was seen, nothing more).
     """
-    s = with_pseudo_observations(summary(local_context), len(np.reshape(local_context, (-1, 3))), pseudo)
-    return np.concatenate([np.asarray(conditions, dtype=np.float64), np.tile(s, (len(conditions), 1))], axis=1)
+    local_context = np.reshape(local_context, (-1, POINT_DIM))
+    if kind == "summary":
+        block = with_pseudo_observations(summary(local_context), len(local_context), pseudo)
+    else:
+        block = context_block(kind, local_context)
+    return np.concatenate([np.asarray(conditions, dtype=np.float64), np.tile(block, (len(conditions), 1))], axis=1)
 
 
-def fleet_rows(domain: str, n_homes: int, points_per_home: int, rows_per_home: int, seed: int):
-    """(conditions [rows, 3 + SUMMARY_SIZE], targets [rows, 3]) from homes drawn from the family.
+def fleet_rows(domain: str, n_homes: int, points_per_home: int, rows_per_home: int, seed: int,
+               kind: str = "summary", family: str = "box"):
+    """(conditions [rows, 3 + context_size(kind)], targets [rows, 3]) from homes drawn from `family`.
 
-    Each row is one observation of a home, its condition the furniture's pose and the summary of a
+    Each row is one observation of a home, its condition the furniture's pose and the context of a
     random subset of the home's other observations: empty for NO_CONTEXT_SHARE of the rows, else of
     a size log-uniform in 1..MAX_CONTEXT, so a few observations are as well covered as many.
     """
-    from ..domains.homes import draw_region, home_domain
+    from ..domains.homes import draw_home, home_domain
 
     rng = np.random.default_rng(seed)
-    conds, targets = [], []
+    conds = np.zeros((n_homes * rows_per_home, 3 + context_size(kind)))
+    targets = np.zeros((n_homes * rows_per_home, 3))
     log_max = np.log(min(MAX_CONTEXT, points_per_home - 1))
+    i = 0
     for _ in range(n_homes):
-        home = home_domain(domain, draw_region(domain, rng))
+        home = home_domain(domain, draw_home(domain, family, rng))
         c = home.sample_conditions(points_per_home, rng)
         t = home.sample_specialized_targets(c, rng)
         local = home.region_frame(c, t)
@@ -93,13 +158,68 @@ def fleet_rows(domain: str, n_homes: int, points_per_home: int, rows_per_home: i
             others = np.delete(np.arange(points_per_home), row)
             n = 0 if rng.random() < NO_CONTEXT_SHARE else int(np.exp(rng.uniform(0, log_max)))
             context = local[rng.choice(others, size=n, replace=False)]
-            conds.append(np.concatenate([c[row], summary(context)]))
-            targets.append(t[row])
-    return np.array(conds), np.array(targets)
+            conds[i, :3], conds[i, 3:] = c[row], context_block(kind, context)
+            targets[i] = t[row]
+            i += 1
+    return conds, targets
 
 
-def mark_context_block(model) -> None:
+def home_aware_architecture(architecture: dict, kind: str) -> dict:
+    """The recipe's network with the set encoder in front (kind "set"); the summary needs none."""
+    if kind == "summary":
+        return dict(architecture)
+    if architecture.get("name", "mlp") != "mlp":
+        raise ValueError(f"the set encoder runs in front of an 'mlp' network, not {architecture.get('name')!r}")
+    return {**architecture, "name": "set_mlp", "state_dim": 3, "set_size": MAX_CONTEXT, "point_dim": POINT_DIM}
+
+
+def home_aware_condition_normalizer(conditions: np.ndarray, kind: str):
+    """The condition normalizer of a home-aware prior: a set's points share one scale per axis.
+
+    Fitting each padded column on its own would give slot 5 and slot 90 different scales and
+    break the encoder's permutation invariance; the count column is kept as is (it is a fraction).
+    """
+    from ..diffusion.normalizer import Normalizer
+
+    fitted = Normalizer.fit(conditions)
+    if kind == "summary":
+        return fitted
+    low, high = fitted.low.copy(), fitted.high.copy()
+    low[3], high[3] = -1.0, 1.0  # identity: the encoder reads the count from it
+    block = conditions[:, 4:].reshape(len(conditions), MAX_CONTEXT, POINT_DIM)
+    count = np.round(conditions[:, 3] * MAX_CONTEXT).astype(int)
+    used = np.arange(MAX_CONTEXT)[None, :] < count[:, None]
+    points = block[used] if used.any() else np.zeros((1, POINT_DIM))
+    low[4:], high[4:] = np.tile(points.min(0), MAX_CONTEXT), np.tile(points.max(0), MAX_CONTEXT)
+    return Normalizer(low, high)
+
+
+def mark_context_block(model, kind: str = "summary") -> None:
     """Record where the context sits in the condition (the block guidance drops) and what it is."""
-    state = model.condition_dim - SUMMARY_SIZE
+    state = model.condition_dim - context_size(kind)
     model.metadata["droppable_condition"] = [state, model.condition_dim]
-    model.metadata["context"] = {"summary": "count,min3,max3,mean3", "max_context": MAX_CONTEXT}
+    layout = "count,min3,max3,mean3" if kind == "summary" else f"count/{MAX_CONTEXT},points{MAX_CONTEXT}x3"
+    model.metadata["context"] = {"kind": kind, "summary" if kind == "summary" else "set": layout,
+                                 "max_context": MAX_CONTEXT}
+
+
+def train_prior(domain: str, recipe, fleet: tuple[int, int, int], seed: int, kind: str = "set",
+                family: str = "fleet", progress: bool = True):
+    """A home-aware prior of `domain`: `fleet` = (homes, observations per home, rows per home) of `family`.
+
+    The one way `dualdiff train --home-aware`, the learning curve and the studies train it.
+    """
+    from dataclasses import replace
+
+    from ..model_store import train_general
+    from ..seeds import stream
+
+    homes, points, rows = fleet
+    conditions, targets = fleet_rows(domain, homes, points, rows, stream(seed, "fleet_data"), kind, family)
+    recipe = replace(recipe, architecture=home_aware_architecture(recipe.architecture, kind))
+    model = train_general(domain, conditions, targets, recipe, stream(seed, "train_general") + 1, progress,
+                          condition_normalizer=home_aware_condition_normalizer(conditions, kind))
+    mark_context_block(model, kind)
+    model.metadata.update(role="home_aware", fleet={"homes": homes, "points": points, "rows": rows,
+                                                    "family": family})
+    return model

@@ -158,7 +158,8 @@ class PlacementProposalNode(LifecycleNode):
     def _on_home_context(self, msg: HomeContext) -> None:
         """A home's observations as the specialized node summarized them (the home-aware prior reads them)."""
         try:
-            self.service.contexts.put(msg.domain, msg.task, int(msg.count), list(msg.summary))
+            self.service.contexts.put(msg.domain, msg.task, int(msg.count), list(msg.summary),
+                                      [(p.x, p.y, p.z) for p in msg.points])
         except ValueError as err:
             self.get_logger().warning(f"ignored a home context for {serving.quote(msg.domain)}: {err}",
                                       throttle_duration_sec=10.0)

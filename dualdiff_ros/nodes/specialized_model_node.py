@@ -22,6 +22,7 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from dualdiff_interfaces.action import TrainSpecialized as TrainAction
 from dualdiff_interfaces.msg import HomeContext, ModelInfo, Observation, TrainingProgress
 from dualdiff_interfaces.srv import ForgetObservations, ListObservations, RecordObservation, TrainSpecialized
+from geometry_msgs.msg import Point
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.action import ActionServer, CancelResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -32,6 +33,7 @@ from ..diffusion.checkpoint import CheckpointError, read_header, verify_checkpoi
 from ..domains import SERVED_DOMAINS
 from ..domains.homes import FAMILY_DOMAINS, home_frame
 from ..learning import ObservationStore
+from ..learning.in_context import context_points
 from ..learning.in_context import summary as context_summary
 from ..limits import DEFAULT_MARGIN, PlausibleRange, check_absolute
 from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, save, train_specialized
@@ -533,7 +535,8 @@ class SpecializedModelNode(LifecycleNode):
         rows, _ = self._plausible_rows(domain, task)
         local = home_frame(domain, np.array([r.state for r in rows]).reshape(-1, 3),
                            np.array([r.target for r in rows]).reshape(-1, 3))
-        msg = HomeContext(domain=domain, task=task, count=len(rows), summary=context_summary(local).tolist())
+        msg = HomeContext(domain=domain, task=task, count=len(rows), summary=context_summary(local).tolist(),
+                          points=[Point(x=float(x), y=float(y), z=float(z)) for x, y, z in context_points(local)])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.context_publisher.publish(msg)
 
