@@ -72,7 +72,7 @@ def _learning_curve(args) -> int:
                "context_tuning": True if args.home_aware_tuning else None,
                "context_pseudo": tuple(args.home_aware_pseudo) if args.home_aware_pseudo else None,
                "context_model": args.home_aware_model,
-               "summary_model": args.summary_model,
+               "summary_model": args.summary_model, "general_model": args.general_model,
                "context_kinds": tuple(args.context_kinds) if args.context_kinds else None,
                "family": args.family, "skip_scratch": True if args.skip_scratch else None,
                "min_separation": args.min_separation,
@@ -181,6 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--context-kinds", nargs="+", default=None, choices=CONTEXT_KINDS,
                    help="with --home-aware: the home-aware priors measured: set (learned set encoder, rows "
                         "home_aware*) and/or summary (rows home_aware_summary*); default: set")
+    p.add_argument("--general-model", default=None, metavar="PATH",
+                   help="use this saved general prior (dualdiff train) instead of training one")
     p.add_argument("--summary-model", default=None, metavar="PATH",
                    help="with --context-kinds summary: a saved summary-reading home-aware prior")
     p.add_argument("--family", default=None, choices=FAMILIES,

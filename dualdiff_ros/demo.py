@@ -1,6 +1,8 @@
 """`dualdiff demo`: the whole product in one run on a machine without ROS installed.
 
-1. trains the cabinet, round-table and navigate-to models once (reused on the next run),
+1. trains the cabinet, round-table and navigate-to models once (reused on the next run), and the
+   cabinet's and round table's home-aware priors (set encoder, fleet homes of many shapes), so the
+   nodes answer a home's first observations as a robot's would,
 2. starts the general-prior, specialized-model, placement-proposal and simulator nodes in this process,
 3. calls /dualdiff/propose_placements over DDS as a robot would and prints proposals; for
    navigate-to it takes the simulator's map from /dualdiff/scene_map, as a robot takes nav2's,
@@ -16,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from .domains import get_domain
-from .training_jobs import train_domain
+from .training_jobs import train_domain, train_home_aware
 
 DOMAINS = ("cabinet", "round_table")
 NAVIGATE_TO = "navigate_to"
@@ -31,6 +33,8 @@ def run_demo(model_dir: str, output: str, recipe_name: str = "demo", retrain: bo
     output.mkdir(parents=True, exist_ok=True)
     for domain in (*DOMAINS, NAVIGATE_TO):
         train_domain(domain, model_dir, recipe_name, force=retrain)
+    for domain in DOMAINS:
+        train_home_aware(domain, model_dir, recipe_name, force=retrain)
     trained = time.perf_counter()
     rows, examples, navigation = _serve_and_query(model_dir, output, eval_conditions)
     _write(output, rows, examples, eval_conditions)

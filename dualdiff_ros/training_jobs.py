@@ -93,7 +93,7 @@ def train_home_aware(domain: str, model_dir, recipe_name: str = "demo", seed: in
     observations (`home_aware.*` parameters).
     """
     from .learning.in_context import train_prior
-    from .recipes import HOME_AWARE_FLEET
+    from .recipes import HOME_AWARE_FLEET, home_aware_recipe
 
     path = ModelStore(model_dir).home_aware_path(domain)
     if not force and trained_with(path, recipe_name, kind):
@@ -103,7 +103,7 @@ def train_home_aware(domain: str, model_dir, recipe_name: str = "demo", seed: in
     start = time.perf_counter()
     print(f"[train] {domain}: home-aware prior ({kind} context) on {fleet[0] * fleet[2]} observations of "
           f"{fleet[0]} fleet homes (recipe {recipe_name})")
-    model = train_prior(domain, named_recipe(recipe_name), fleet, seed, kind, "fleet", progress)
+    model = train_prior(domain, home_aware_recipe(recipe_name), fleet, seed, kind, "fleet", progress)
     model.metadata.update(recipe=recipe_name)
     version = save(model, path)
     print(f"[train] {domain}: wrote {path} ({version}) in {time.perf_counter() - start:.0f} s")

@@ -37,6 +37,7 @@ def robot(ros_context, spin_in_thread, tmp_path_factory, tmp_path):
         record = probe.create_client(RecordObservation, "/specialized_model_node/record_observation")
         forget = probe.create_client(ForgetObservations, "/specialized_model_node/forget_observations")
         propose = probe.create_client(ProposePlacements, PROPOSE_SERVICE)
+        placement = next(n for n in nodes if n.get_name() == "placement_proposal_node")
 
     yield Robot
     stop_nodes(executor, nodes)
@@ -61,14 +62,18 @@ def test_each_acknowledged_observation_reaches_the_next_answers(robot):
     assert first.result == 0 and first.mode_used != "home_aware"  # no observations yet: today's answer
     home = home_domain("cabinet", BoxRegion((-1.0, -1.0, 0.0), (0.0, 0.0, 0.5)))
     rng = np.random.default_rng(0)
+    seen = []
     for n in (1, 2, 3):
         c = home.sample_conditions(1, rng)
         t = home.sample_specialized_targets(c, rng)
+        seen.append(home.region_frame(c, t)[0])
         ack = call(robot.record, RecordObservation.Request(domain="cabinet", state=list(c[0]), target=list(t[0])))
         assert ack.result == 0 and ack.observations_total == n
         reply = _until(robot, lambda r, n=n: f"{n} observation" in r.message)
         assert reply.result == 0 and reply.mode_used == "home_aware", reply.message
         assert f"this home's {n} observation" in reply.message and len(reply.proposals) == 6
+    # the context carried the observations themselves (the set encoder reads them), in the home's frame
+    np.testing.assert_allclose(robot.placement.service.contexts.get("cabinet", "").points, np.array(seen), atol=1e-9)
     gone = call(robot.forget, ForgetObservations.Request(domain="cabinet", all_of_domain_task=True))
     assert gone.result == 0 and gone.forgotten == 3
     after = _until(robot, lambda r: r.mode_used != "home_aware")

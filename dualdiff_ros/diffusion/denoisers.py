@@ -221,21 +221,32 @@ class SetEncoder(nn.Module):
     (all pools 0: the "no context" of classifier-free guidance).
     """
 
+    FREQUENCIES = (1.0, 2.0, 4.0, 8.0, 16.0)  # sin / cos of pi f x per axis: a shelf board 2 cm high is visible
+
     def __init__(self, point_dim: int, set_size: int, hidden: int = 64, encoding: int = 64):
         super().__init__()
         self.point_dim, self.set_size = point_dim, set_size
-        self.phi = nn.Sequential(nn.Linear(point_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+        self.register_buffer("freqs", math.pi * torch.tensor(self.FREQUENCIES), persistent=False)
+        features = point_dim * (1 + 2 * len(self.FREQUENCIES))
+        self.phi = nn.Sequential(nn.Linear(features, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
         self.rho = nn.Sequential(nn.Linear(2 * hidden + 1, encoding), nn.SiLU(), nn.Linear(encoding, encoding))
+
+    def features(self, points: torch.Tensor) -> torch.Tensor:
+        """[P, d] normalized points -> [P, d (1 + 2F)]: the points and their Fourier features."""
+        angles = (points[:, :, None] * self.freqs).reshape(len(points), points.shape[1] * len(self.freqs))
+        return torch.cat([points, torch.sin(angles), torch.cos(angles)], dim=-1)
 
     def forward(self, block: torch.Tensor) -> torch.Tensor:
         """[B, 1 + set_size * point_dim] (count / set_size, then the points, padded) -> [B, encoding]."""
         count = torch.round(block[:, 0] * self.set_size).clamp(0, self.set_size)
-        used = max(int(count.max().item()) if len(block) else 0, 1)  # pad only to the batch's largest set
-        points = block[:, 1:].reshape(len(block), self.set_size, self.point_dim)[:, :used]
-        mask = (torch.arange(used, device=block.device) < count[:, None]).unsqueeze(-1)
-        h = self.phi(points)
-        mean = (h * mask).sum(1) / count.clamp(min=1)[:, None]
-        peak = torch.where(mask, h, torch.full_like(h, -1e4)).amax(1) * (count[:, None] > 0)
+        points = block[:, 1:].reshape(len(block), self.set_size, self.point_dim)
+        # Only the points that are there go through phi (packed): padding costs nothing.
+        mask = torch.arange(self.set_size, device=block.device) < count[:, None]
+        owner = torch.nonzero(mask)[:, 0]
+        h = self.phi(self.features(points[mask]))
+        total = torch.zeros(len(block), h.shape[1], dtype=h.dtype, device=h.device).index_add(0, owner, h)
+        mean = total / count.clamp(min=1)[:, None]
+        peak = torch.zeros_like(total).scatter_reduce(0, owner[:, None].expand_as(h), h, "amax", include_self=False)
         evidence = (torch.log1p(count) / math.log1p(self.set_size))[:, None]
         return self.rho(torch.cat([mean, peak, evidence], dim=-1))
 

@@ -84,6 +84,7 @@ class CurveSettings:
     context_model: str | None = None   # a saved home-aware prior of this domain to use instead of training one
     context_kinds: tuple = ("set",)    # home-aware priors: "set" (rows home_aware*), "summary" (home_aware_summary*)
     summary_model: str | None = None   # a saved summary-reading home-aware prior (context_kinds with "summary")
+    general_model: str | None = None   # a saved general prior of this domain to use instead of training one
     family: str = "box"                # the homes measured (domains/homes.py FAMILIES)
     fleet_family: str = "fleet"        # the homes a home-aware prior trains on
     skip_scratch: bool = False         # leave out the from-scratch specialist (time)
@@ -387,8 +388,12 @@ def run_learning_curve(output_dir, settings: CurveSettings | None = None) -> dic
     start = time.time()
     family = homes(s.domain, s.homes, stream(s.seed, "homes"), s.family)
     data = family[0].general_dataset(s.general_size, stream(s.seed, "general_data"))
-    general = train_general(s.domain, data.conditions, data.targets, s.recipe, stream(s.seed, "train_general"),
-                            s.progress)
+    if s.general_model:
+        from ..diffusion.checkpoint import load_checkpoint
+        general = load_checkpoint(s.general_model)
+    else:
+        general = train_general(s.domain, data.conditions, data.targets, s.recipe, stream(s.seed, "train_general"),
+                                s.progress)
     home_aware = train_home_aware_prior(s, "set") if s.context_guidance and "set" in s.context_kinds else None
     summary_aware = (train_home_aware_prior(s, "summary") if s.context_guidance and "summary" in s.context_kinds
                      else None)
@@ -408,7 +413,14 @@ def write_results(output: Path, result: dict) -> None:
     header = (f"# learning curve: {result['domain']}\n\nHomes {homes_done}; mean ± sd over homes; "
               f"looks-to-find capped at {result['settings']['looks']}.\n\n")
     table = markdown_table(result["summary"], ["observations", "row", *METRICS])
-    (output / "results.md").write_text(header + table)
+    ways: dict = {}
+    for r in result["rows"]:
+        if "answered_by" in r:
+            ways.setdefault(r["observations"], []).append(r["answered_by"])
+    served = "".join(f"- N = {n}: " + ", ".join(f"{w} x{v.count(w)}" for w in sorted(set(v))) + "\n"
+                     for n, v in sorted(ways.items()))
+    footer = "\nThe served row answered from:\n" + served if served else ""
+    (output / "results.md").write_text(header + table + footer)
     plot_curves(result["summary"], output / f"learning_curve_{result['domain']}.png", result["domain"])
 
 
