@@ -302,3 +302,16 @@ def test_the_curve_through_the_nodes_is_compared_with_the_served_row(tmp_path):
     plain = home_aware_samples(model, home, observed, poses, SCORE_PROPOSALS, 5, values["home_aware.guidance"])
     assert got.shape == (6, SCORE_PROPOSALS, 3) and np.array_equal(got, served) and not np.allclose(got, plain)
     assert offline.samples(home.region_frame(c[:0], t[:0])) is None  # no observations: the proposer answers
+
+
+def test_the_margin_sweep_replays_the_check_with_other_margins():
+    from dualdiff_ros.evaluation.learning_curve import margin_sweep
+
+    def row(name, accuracy, **extra):
+        return {"home": "h", "observations": 8, "row": name, "accuracy": accuracy, "coverage": accuracy,
+                "coverage_vs_oracle": accuracy, "looks_to_find": 1 / max(accuracy, 0.1), **extra}
+
+    rows = [row("home_aware", 0.2), row("proposer", 0.9), row("fine_tuned", 0.7), row("general", 0.1),
+            row("served", 0.2, check_scores={"home_aware": -3.0, "joint": -2.0, "specialized": -2.5, "general": -4.0})]
+    got = {r["margin"]: r["accuracy"] for r in margin_sweep(rows, (0.0, 0.9, 1.5))}
+    assert got == {0.0: 0.9, 0.9: 0.9, 1.5: 0.2}  # joint beats the prior by 1 nat: served below a margin of 1

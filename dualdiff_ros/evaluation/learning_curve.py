@@ -300,6 +300,11 @@ def oracle_samples(home, conditions: np.ndarray, k: int, seed: int) -> np.ndarra
 
 
 def served_way(home_aware, observed_local, state, general, specialist, seed: int) -> str:
+    """The way the service answers (see `checked_way`)."""
+    return checked_way(home_aware, observed_local, state, general, specialist, seed)[0]
+
+
+def checked_way(home_aware, observed_local, state, general, specialist, seed: int) -> tuple[str, dict]:
     """The way the placement service answers a joint request at these observations (its own functions).
 
     serving.home_aware_answers gates the home-aware prior; the answer check (learning/home_check.py)
@@ -308,38 +313,41 @@ def served_way(home_aware, observed_local, state, general, specialist, seed: int
     values = serving.defaults()
     n = len(observed_local)
     if not serving.home_aware_answers(n, home_aware is not None, specialist is not None, values):
-        return "proposer"
+        return "proposer", {}
     if n < int(values["check.min_observations"]) or not bool(values["check.enabled"]):
-        return serving.HOME_AWARE
+        return serving.HOME_AWARE, {}
     context = serving.HomeContext(n, np.zeros(serving.SUMMARY_SIZE), observed_local)
     ways = serving.answer_ways(home_aware.metadata.get("domain", "cabinet"), state, home_aware, context, general,
                                specialist, serving.proposer_from(values), values)
     if len(ways) < 2:
-        return serving.HOME_AWARE
-    return home_check.check(ways, observed_local, seed, serving.HOME_AWARE, float(values["check.margin"])).chosen
+        return serving.HOME_AWARE, {}
+    verdict = home_check.check(ways, observed_local, seed, serving.HOME_AWARE, float(values["check.margin"]))
+    return verdict.chosen, verdict.scores
 
 
 def served_samples(home_aware, home, observed_local, conditions, k: int, seed: int, general=None,
-                   specialist=None) -> tuple[np.ndarray | None, str]:
-    """(proposals as the service answers at these N observations, the way) (None: the proposer answers)."""
+                   specialist=None) -> tuple[np.ndarray | None, str, dict]:
+    """(proposals as the service answers at these N observations (None: the proposer), the way, check scores)."""
     values = serving.defaults()
-    way = served_way(home_aware, observed_local, conditions[0], general, specialist, seed)
+    way, scores = checked_way(home_aware, observed_local, conditions[0], general, specialist, seed)
     if way == "proposer":
-        return None, way
+        return None, way, scores
     if way == serving.HOME_AWARE:
         guidance = serving.home_aware_guidance(len(observed_local), values)
         pseudo = float(values["home_aware.pseudo_observations"])
-        return home_aware_samples(home_aware, home, observed_local, conditions, k, seed, guidance, pseudo=pseudo), way
+        samples = home_aware_samples(home_aware, home, observed_local, conditions, k, seed, guidance, pseudo=pseudo)
+        return samples, way, scores
     pair = {"joint": (general, specialist), "specialized": (None, specialist), "general": (general, None)}[way]
-    return propose_all(Proposer(), *pair, conditions, k, seed), way
+    return propose_all(Proposer(), *pair, conditions, k, seed), way, scores
 
 
 def served_scores(home, test, reference_local, s: CurveSettings, sampling: int, home_aware, observed_local,
                   general, specialist, proposer_scores: dict) -> tuple[dict, str]:
-    """The row the placement service serves at these N observations, with its default parameters, and its way."""
-    samples, way = served_samples(home_aware, home, observed_local, test, s.looks, sampling, general, specialist)
+    """The row the placement service serves at these N observations, and its way (its check's scores in the row)."""
+    samples, way, checked = served_samples(home_aware, home, observed_local, test, s.looks, sampling, general,
+                                           specialist)
     scores = proposer_scores if samples is None else score_samples(home, test, samples, reference_local, s.looks)
-    return scores, way
+    return {**scores, "check_scores": checked}, way
 
 
 def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, general, trained: dict,
@@ -358,6 +366,35 @@ def distinct_rows(home, test, reference_local, s: CurveSettings, sampling: int, 
         name = "home_aware_distinct" if w == 1 else f"home_aware_w{w:g}_distinct"
         out[name] = score_samples(home, test, propose_all(Proposer().with_guidance(w), None, home_aware, conds, s.looks,
                                                           sampling, s.min_separation), reference_local, s.looks)
+    return out
+
+
+SWEEP_MARGINS = (0.0, 0.25, 0.5, 1.0, 2.0, 1e9)
+WAY_ROWS = {"home_aware": "home_aware", "joint": "proposer", "specialized": "fine_tuned", "general": "general"}
+
+
+def margin_sweep(rows: list[dict], margins) -> list[dict]:
+    """What the served row would have scored with each check.margin: per (N, margin), mean metrics over homes.
+
+    Each served row keeps its check's scores per way; the way another margin would have chosen is
+    looked up among the same home's rows (home_aware, proposer = joint, fine_tuned = specialized,
+    general). For choosing the margin on validation homes.
+    """
+    by = {(r["home"], r["observations"], r["row"]): r for r in rows}
+    out = []
+    for m in margins:
+        per_n: dict = {}
+        for r in rows:
+            if r["row"] != "served" or not r.get("check_scores"):
+                continue
+            scores = r["check_scores"]
+            best = max(scores, key=scores.get)
+            way = best if scores[best] - scores.get("home_aware", -np.inf) >= m else "home_aware"
+            chosen = by[(r["home"], r["observations"], WAY_ROWS[way])]
+            per_n.setdefault(r["observations"], []).append(chosen)
+        for n, chosen in sorted(per_n.items()):
+            out.append({"observations": n, "margin": m, "homes": len(chosen),
+                        **{k: float(np.mean([c[k] for c in chosen])) for k in METRICS}})
     return out
 
 
@@ -420,6 +457,10 @@ def write_results(output: Path, result: dict) -> None:
     served = "".join(f"- N = {n}: " + ", ".join(f"{w} x{v.count(w)}" for w in sorted(set(v))) + "\n"
                      for n, v in sorted(ways.items()))
     footer = "\nThe served row answered from:\n" + served if served else ""
+    sweep = margin_sweep(result["rows"], SWEEP_MARGINS)
+    if sweep:
+        footer += ("\nThe served row at other check.margin values (1e+09 = never leave the home-aware prior):\n\n"
+                   + markdown_table(sweep, ["observations", "margin", "homes", *METRICS]))
     (output / "results.md").write_text(header + table + footer)
     plot_curves(result["summary"], output / f"learning_curve_{result['domain']}.png", result["domain"])
 
