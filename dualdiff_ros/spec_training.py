@@ -1,0 +1,164 @@
+"""`dualdiff train --spec FILE --data PATH`: a domain's general prior from its spec and fleet Parquet data.
+
+The same training code as the thesis's domains (model_store.train_general, under torchrun too:
+every rank reads the same rows, each trains on its share of every batch); only where the rows
+come from differs. The model learns targets in the spec's frame:
+- a translation frame whose origin is the state's first fields (cabinet, round table, navigate-to)
+  trains on world targets with the model's `relative_targets`: the same numbers, and a checkpoint
+  today's serving answers in world coordinates unchanged;
+- any other frame (se2, absolute, another translation) trains on `spec.to_local(...)` targets with
+  `relative_targets` off; the checkpoint says so (metadata "targets_in": "spec_frame"), and whoever
+  samples it turns answers back with `answers_in_world` (spec.from_local).
+The spec itself rides in the checkpoint's header (metadata "domain_spec"), so a model folder
+describes its domains without any code naming them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from .diffusion.model import DiffusionModel
+from .domains.spec import DomainSpec
+from .model_store import ModelStore, Recipe, save, train_general, train_specialized
+from .recipes import recipe as named_recipe
+
+TARGETS_IN = "targets_in"          # metadata key: "world" (raw targets, maybe relative) or "spec_frame"
+SPEC_KEY = "domain_spec"           # metadata key: DomainSpec.to_dict()
+_SECTIONS = {"general": "general", "fine_tune": "fine_tune", "specialized": "specialized"}
+
+
+def spec_recipe(spec: DomainSpec, recipe_name: str) -> Recipe:
+    """The named recipe for this domain, with the spec's own `recipes.<name>` sizes applied.
+
+    Built-in navigate_to starts from its own recipe (without the map patch: Parquet rows carry no
+    map); every other spec from the synthetic domains' recipe. The frame decides relative_targets.
+    """
+    base = named_recipe(recipe_name, "navigate_to" if spec.name == "navigate_to" else "cabinet")
+    base = replace(base, relative_targets=spec.relative_prefix, perception={})
+    overrides = spec.recipes.get(recipe_name, {})
+    architecture, schedule = dict(base.architecture), dict(base.schedule)
+    configs = {key: getattr(base, key) for key in _SECTIONS}
+    lora = base.fine_tune_lora_rank
+    for key, value in overrides.items():
+        if key in ("width", "depth"):
+            architecture[key] = int(value)
+        elif key == "diffusion_steps":
+            schedule["num_steps"] = int(value)
+        elif key == "lora_rank":
+            lora = int(value)
+        else:
+            section, _, setting = key.rpartition("_")
+            if setting == "size":  # *_batch_size
+                section, setting = key[: -len("_batch_size")], "batch_size"
+            cast = float if setting == "lr" else int
+            configs[section] = replace(configs[section], **{setting: cast(value)})
+    return replace(base, architecture=architecture, schedule=schedule, fine_tune_lora_rank=lora, **configs)
+
+
+def model_targets(spec: DomainSpec, states: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """What the model is trained on for these world targets (see the module's docstring)."""
+    return np.asarray(targets, dtype=np.float64) if spec.relative_prefix else spec.to_local(states, targets)
+
+
+def mark_spec(model: DiffusionModel, spec: DomainSpec) -> None:
+    """Record the spec and the frame of the model's answers in its metadata (the checkpoint's header)."""
+    model.metadata.update({"domain": spec.name, SPEC_KEY: spec.to_dict(),
+                           TARGETS_IN: "world" if spec.relative_prefix else "spec_frame"})
+
+
+def spec_of_model(model: DiffusionModel) -> DomainSpec | None:
+    """The DomainSpec a checkpoint was trained with, or None (a model trained before specs)."""
+    data = model.metadata.get(SPEC_KEY)
+    return DomainSpec.from_dict(data, f"checkpoint {model.metadata.get('version', '')}") if data else None
+
+
+def answers_in_world(model: DiffusionModel, states, decoded) -> np.ndarray:
+    """A sampled model's decoded targets in world coordinates (from the spec's frame when it learned there)."""
+    spec = spec_of_model(model)
+    if spec is None or model.metadata.get(TARGETS_IN, "world") == "world":
+        return np.asarray(decoded, dtype=np.float64)
+    return spec.from_local(states, decoded)
+
+
+def train_spec(spec: DomainSpec, data, model_dir, recipe_name: str = "demo", seed: int = 0,
+               specialized_data=None, on_bad: str = "skip", cluster=None, progress: bool = True) -> dict:
+    """Train the spec's general prior on the fleet rows under `data` (and a specialist on `specialized_data`).
+
+    Writes ModelStore(model_dir)/<spec.name>/general.safetensors (and specialized.safetensors);
+    returns the versions. Under torchrun every rank calls this; rank 0 writes.
+    """
+    from .diffusion.cluster import Cluster
+    from .domains.fleet_data import read_fleet
+
+    cluster = cluster or Cluster()
+    say = print if cluster.is_main else (lambda *a, **k: None)
+    recipe = spec_recipe(spec, recipe_name)
+    rows = read_fleet(data, spec, on_bad)
+    say(f"[train] {spec.name}: {rows.report.describe()} (read in {rows.report.seconds:.2f} s)")
+    if len(rows) == 0:
+        raise ValueError(f"{data}: no usable rows for {spec.name} ({rows.report.describe()}): nothing to train on")
+    if rows.home_id is not None:
+        homes = len(set(rows.home_id.tolist()) - {""})
+        say(f"[train] {spec.name}: rows come from {homes} home(s); the general prior pools them "
+            "(--home-aware is not yet available for spec domains)")
+    if spec.map_check is not None:
+        say(f"[train] {spec.name}: the prior sees the state only (fleet rows carry no map); the spec's map check "
+            "still applies to every answer given a map")
+    special = None
+    if specialized_data is not None:
+        special = read_fleet(specialized_data, spec, on_bad)
+        say(f"[train] {spec.name}: specialist data: {special.report.describe()}")
+        if len(special) == 0:
+            raise ValueError(f"{specialized_data}: no usable rows for the specialized model")
+    start = time.perf_counter()
+    say(f"[train] {spec.name}: general prior on {len(rows)} rows (recipe {recipe_name}, frame {spec.frame}, "
+        f"{cluster.world_size} process(es))")
+    general = train_general(spec.name, rows.states, model_targets(spec, rows.states, rows.targets), recipe, seed,
+                            progress and cluster.is_main, cluster)
+    if not cluster.is_main:
+        cluster.barrier()
+        return {}
+    mark_spec(general, spec)
+    general.metadata.update(recipe=recipe_name, fleet_data={
+        "rows": len(rows), "skipped": rows.report.rows_skipped, "files": rows.report.files,
+        "homes": 0 if rows.home_id is None else len(set(rows.home_id.tolist()) - {""}),
+        "robots": 0 if rows.robot_id is None else len(set(rows.robot_id.tolist()) - {""})})
+    store = ModelStore(model_dir)
+    versions = {"general": save(general, store.general_path(spec.name))}
+    paths = [str(store.general_path(spec.name))]
+    if special is not None:
+        model = train_specialized(general, special.states, model_targets(spec, special.states, special.targets),
+                                  recipe, "fine_tune", seed=seed, progress=progress)
+        mark_spec(model, spec)
+        model.metadata["recipe"] = recipe_name
+        versions["specialized"] = save(model, store.specialized_path(spec.name))
+        paths.append(str(store.specialized_path(spec.name)))
+    say(f"[train] {spec.name}: wrote {' and '.join(paths)} ({', '.join(versions.values())}) "
+        f"in {time.perf_counter() - start:.0f} s")
+    cluster.barrier()
+    return versions
+
+
+def train_from_args(args, cluster) -> dict:
+    """`dualdiff train --spec ...` (train.run dispatches here)."""
+    from .domains.spec import resolve_spec
+
+    if getattr(args, "home_aware", False):
+        raise ValueError("--home-aware is not yet available with --spec: the home-aware prior's training is being "
+                         "rewritten (learning/in_context.py). Train the general prior without --home-aware; rows' "
+                         "home_id are kept in the data for it")
+    if args.data is None:
+        raise ValueError("--spec needs --data: a .parquet file or a folder of them (docs/domains.md, 'Your own "
+                         "domain')")
+    for option in ("general_epochs", "resume"):
+        if getattr(args, option, None):
+            raise ValueError(f"--{option.replace('_', '-')} is for the navigate-to shard set, not --spec: set "
+                             "recipes.<name>.general_epochs in the spec instead")
+    spec = resolve_spec(args.spec)
+    if not Path(args.data).expanduser().exists():
+        raise ValueError(f"--data {args.data}: no such file or folder: give a .parquet file or a folder of them")
+    return train_spec(spec, args.data, args.model_dir, args.recipe, args.seed, getattr(args, "specialized_data", None),
+                      getattr(args, "on_bad", "skip"), cluster, progress=cluster.is_main)
