@@ -131,6 +131,9 @@ def _data(args) -> int:
 
 def _observations(args) -> int:
     from .learning import exchange
+    if args.observations_command == "bench":
+        print(" ".join(f"{k}={v}" for k, v in exchange.benchmark_export(args.rows, args.seed).items()))
+        return 0
     if args.observations_command == "export":
         from .domains.spec import resolve_spec
         spec = resolve_spec(args.spec) if args.spec else None
@@ -196,6 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("bag", help="a rosbag2 folder, or its .mcap / .db3 file")
     q.add_argument("--db", required=True, help="the observation database to add them to (created if missing)")
     q.add_argument("--topic", default="/dualdiff/observations")
+    q = obs.add_parser("bench", help="seconds to export --rows stored observations to Parquet")
+    q.add_argument("--rows", type=int, default=100_000)
+    q.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=_observations)
 
     p = sub.add_parser("navigate-data", help="the full navigate-to general data set (~1.9M points) as shards")

@@ -169,3 +169,29 @@ def import_bag(bag, db, topic: str = TOPIC) -> dict:
             store.add_many(chunk)
     return {"rows": sum(counts.values()), "domains": counts, "skipped": skipped, "first_bad": first_bad,
             "seconds": time.perf_counter() - start}
+
+
+def benchmark_export(rows: int = 100_000, seed: int = 0) -> dict:
+    """Seconds to export `rows` stored cabinet observations to Parquet (and to store them first, in bulk)."""
+    import tempfile
+
+    from ..domains.fleet_data import read_fleet
+
+    rng = np.random.default_rng(seed)
+    states = rng.uniform([-4, -4, 0], [6, 6, 3], size=(rows, 3))
+    targets = states + rng.uniform([-1, -1, 0], [1, 1, 1], size=(rows, 3))
+    with tempfile.TemporaryDirectory() as tmp:
+        db = Path(tmp) / "robot.db"
+        t0 = time.perf_counter()
+        with ObservationStore(db) as store:
+            for a in range(0, rows, IMPORT_CHUNK):
+                store.add_many(("cabinet", "", s, y, (1_700_000_000 + i, 0))
+                               for i, (s, y) in enumerate(zip(states[a:a + IMPORT_CHUNK].tolist(),
+                                                             targets[a:a + IMPORT_CHUNK].tolist()), a))
+        store_seconds = time.perf_counter() - t0
+        result = export_observations(db, Path(tmp) / "robot.parquet", robot_id="bench", home_id="bench")
+        back = read_fleet(Path(tmp) / "robot.parquet", builtin_spec("cabinet"), on_bad="refuse")
+    if len(back) != rows or not np.array_equal(back.states, states):
+        raise RuntimeError("the exported file holds other rows than were stored")
+    return {"rows": rows, "store_seconds": round(store_seconds, 2), "export_seconds": round(result["seconds"], 2),
+            "export_rows_per_second": round(rows / result["seconds"])}
