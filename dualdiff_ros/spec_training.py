@@ -162,3 +162,47 @@ def train_from_args(args, cluster) -> dict:
         raise ValueError(f"--data {args.data}: no such file or folder: give a .parquet file or a folder of them")
     return train_spec(spec, args.data, args.model_dir, args.recipe, args.seed, getattr(args, "specialized_data", None),
                       getattr(args, "on_bad", "skip"), cluster, progress=cluster.is_main)
+
+
+def targets_for_model(model: DiffusionModel, states, targets) -> np.ndarray:
+    """World targets as `model` was trained on them (before its own relative_targets).
+
+    What a specialist trained on a robot's observations, or a plausibility check against the
+    prior's target box, must use.
+    """
+    spec = spec_of_model(model)
+    if spec is None or model.metadata.get(TARGETS_IN, "world") == "world":
+        return np.asarray(targets, dtype=np.float64)
+    return spec.to_local(states, targets)
+
+
+def domains_in(model_dir) -> dict[str, DomainSpec]:
+    """Every domain with a general prior under `model_dir`, with its spec: what a node could serve.
+
+    The spec comes from the prior's header; a prior trained before specs existed gets the built-in
+    spec of its folder's name (cabinet, round_table, navigate_to); other folders are left out.
+    """
+    from .diffusion.checkpoint import CheckpointError, read_header
+    from .domains.spec import BUILTIN_SPECS, builtin_spec
+
+    found = {}
+    root = Path(model_dir).expanduser()
+    for path in sorted(root.glob("*/general.safetensors")) if root.is_dir() else []:
+        name = path.parent.name
+        try:
+            metadata = read_header(path)["metadata"]
+        except CheckpointError:
+            continue  # a damaged or half-written file: the loader reports it when it is asked for
+        data = metadata.get(SPEC_KEY)
+        if data:
+            spec = DomainSpec.from_dict(data, str(path))
+            if spec.name == name:
+                found[name] = spec
+        elif name in BUILTIN_SPECS:
+            found[name] = builtin_spec(name)
+    return found
+
+
+def state_meaning(spec: DomainSpec) -> str:
+    """The state's fields in words, for a refusal's message: "x (m), y (m), yaw (rad), length (m)"."""
+    return ", ".join(f"{f.name} ({f.unit})" if f.unit else f.name for f in spec.state)

@@ -167,3 +167,25 @@ def test_train_errors_for_missing_or_bad_inputs(tmp_path, capsys):
     assert cli_main(["train", "--domain", "cabinet", "--specialized-data", str(cabinet), "--model-dir",
                      str(tmp_path / "m")]) == 2
     assert "--specialized-data is for --spec domains" in capsys.readouterr().err
+
+
+def test_helpers_for_serving_spec_domains(tmp_path):
+    from dualdiff_ros.spec_training import domains_in, state_meaning, targets_for_model
+
+    generator = example_generator()
+    spec = small_spec()
+    states, mugs = generator.home_rows(np.random.default_rng(0), 300)
+    write_fleet(tmp_path / "m.parquet", spec, states, mugs)
+    train_spec(spec, tmp_path / "m.parquet", tmp_path / "models", "quick", progress=False)
+    write_builtin("cabinet", tmp_path / "c.parquet", 300)
+    train_spec(builtin_spec("cabinet"), tmp_path / "c.parquet", tmp_path / "models", "quick", progress=False)
+    (tmp_path / "models" / "junk").mkdir()
+    (tmp_path / "models" / "junk" / "general.safetensors").write_text("not a checkpoint")
+    found = domains_in(tmp_path / "models")
+    assert sorted(found) == ["cabinet", "mug_counter"] and found["mug_counter"].frame == "se2"
+    assert domains_in(tmp_path / "nowhere") == {}
+    assert state_meaning(found["mug_counter"]) == "x (m), y (m), yaw (rad), length (m)"
+    mug_model = ModelStore(tmp_path / "models").load_general("mug_counter")
+    np.testing.assert_allclose(targets_for_model(mug_model, states, mugs), spec.to_local(states, mugs))
+    cabinet = ModelStore(tmp_path / "models").load_general("cabinet")
+    np.testing.assert_array_equal(targets_for_model(cabinet, np.zeros((1, 3)), np.ones((1, 3))), np.ones((1, 3)))
