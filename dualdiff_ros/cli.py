@@ -4,6 +4,7 @@
     dualdiff train --spec mug_counter.yaml --data fleet/ --model-dir models   # your own domain, from Parquet
     dualdiff data check --spec mug_counter.yaml --data fleet/   # rows kept / skipped, the first bad one named
     dualdiff data builtin --domain cabinet --output cabinet.parquet   # a thesis domain's data as fleet Parquet
+    dualdiff data shards --spec mug_counter.yaml --data fleet/ --output shards/   # then train --data shards/
     dualdiff observations export --db robot.db --output robot.parquet [--robot-id r1 --home-id h1]
     dualdiff observations import BAG --db robot.db   # a recorded /dualdiff/observations bag (.mcap, .db3)
     dualdiff navigate-data --output data/navigate-general  # the ~1.9M-point navigate-to set, as shards
@@ -124,6 +125,14 @@ def _data(args) -> int:
         print(f"wrote {path}: {args.domain} general data ({args.rows} {unit}, seed {args.seed})")
         return 0
     spec = resolve_spec(args.spec)
+    if args.data_command == "shards":
+        from .spec_training import write_spec_shards
+        shards = write_spec_shards(spec, args.data, args.output, args.on_bad, args.rows_per_shard)
+        meta = shards.meta
+        print(f"wrote {args.output}: {len(shards)} rows of {spec.name} in {len(shards.manifest['shards'])} shard(s) "
+              f"({meta['rows_skipped']} skipped{', the first: ' + meta['first_bad'] if meta['first_bad'] else ''}) "
+              f"in {meta['seconds']} s")
+        return 0
     rows = fleet_data.read_fleet(args.data, spec, args.on_bad)
     print(f"{spec.name} ({spec.source}): {rows.report.describe()}; read in {rows.report.seconds:.2f} s")
     return 0
@@ -179,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--output", required=True, help=".parquet file to write")
     q.add_argument("--rows", type=int, default=55_398, help="rows (navigate_to: simulator tasks)")
     q.add_argument("--seed", type=int, default=0)
+    q = data.add_parser("shards", help="stream Parquet rows into a shard set: `train --spec --data SHARDS` then "
+                                       "reads its rows lazily (data larger than memory, torchrun)")
+    q.add_argument("--spec", required=True, help="spec file (YAML) or a built-in name")
+    q.add_argument("--data", required=True, help=".parquet file or a folder of them")
+    q.add_argument("--output", required=True, help="new folder for the shard set")
+    q.add_argument("--on-bad", default="skip", choices=["skip", "refuse"])
+    q.add_argument("--rows-per-shard", type=int, default=1 << 20)
     q = data.add_parser("bench", help="rows/s reading fleet Parquet (a generated file of --rows rows)")
     q.add_argument("--rows", type=int, default=1_000_000)
     q.add_argument("--seed", type=int, default=0)

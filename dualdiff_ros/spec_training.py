@@ -83,12 +83,66 @@ def answers_in_world(model: DiffusionModel, states, decoded) -> np.ndarray:
     return spec.from_local(states, decoded)
 
 
+def write_spec_shards(spec: DomainSpec, data, output, on_bad: str = "skip", rows_per_shard: int = 1 << 20):
+    """Stream the fleet rows under `data` into a shard set (diffusion/shards.py) for training larger than memory.
+
+    Conditions are the states and targets what the model learns (`model_targets`: the spec's
+    frame), float64, so a prior trained from the shards is the one trained from the rows in memory.
+    The manifest's meta keeps the spec and the read's counts.
+    """
+    from .diffusion.shards import ShardWriter
+    from .domains.fleet_data import ReadReport, iter_batches
+
+    report = ReadReport()
+    writer = ShardWriter(output, rows_per_shard, dtypes={"conditions": np.float64, "targets": np.float64})
+    start = time.perf_counter()
+    for batch in iter_batches(data, spec, on_bad, report=report):
+        if len(batch):
+            writer.append(conditions=batch.states, targets=model_targets(spec, batch.states, batch.targets))
+    if report.rows_kept == 0:
+        raise ValueError(f"{data}: no usable rows for {spec.name} ({report.describe()}): no shard set written")
+    writer.meta = {"name": f"{spec.name} fleet data", SPEC_KEY: spec.to_dict(),
+                   TARGETS_IN: "world" if spec.relative_prefix else "spec_frame", "source": str(data),
+                   "files": report.files, "rows_read": report.rows_read, "rows_skipped": report.rows_skipped,
+                   "first_bad": report.first_bad, "seconds": round(time.perf_counter() - start, 2)}
+    return writer.close()
+
+
+def _is_shard_set(data) -> bool:
+    from .diffusion.shards import MANIFEST
+
+    return (Path(data).expanduser() / MANIFEST).is_file()
+
+
+def _train_from_shards(spec: DomainSpec, data, recipe: Recipe, seed: int, cluster, progress: bool):
+    """The general prior from a shard set written by `write_spec_shards` for this spec (every rank reads lazily)."""
+    from .diffusion.shards import ShardSet
+    from .fleet import train_general_sharded
+
+    shards = ShardSet(Path(data).expanduser())
+    written = shards.meta.get(SPEC_KEY)
+    if not written:
+        raise ValueError(f"{data} is a shard set without a domain spec (e.g. `dualdiff navigate-data`'s): train it "
+                         "with --domain navigate_to --data, or write one with `dualdiff data shards --spec ...`")
+    mine = spec.to_dict()
+    if {k: written.get(k) for k in ("name", "state", "target", "frame")} != \
+            {k: mine.get(k) for k in ("name", "state", "target", "frame")}:
+        raise ValueError(f"{data} was written for another spec ({written.get('name')!r}, frame "
+                         f"{written.get('frame')}): write it again with `dualdiff data shards --spec {spec.source}`")
+    model = train_general_sharded(spec.name, shards, recipe, seed, cluster, None, progress)
+    meta = shards.meta
+    return model, {"rows": len(shards), "skipped": meta.get("rows_skipped", 0), "files": meta.get("files", 0),
+                   "homes": None, "robots": None, "shards": str(data)}
+
+
 def train_spec(spec: DomainSpec, data, model_dir, recipe_name: str = "demo", seed: int = 0,
                specialized_data=None, on_bad: str = "skip", cluster=None, progress: bool = True) -> dict:
     """Train the spec's general prior on the fleet rows under `data` (and a specialist on `specialized_data`).
 
-    Writes ModelStore(model_dir)/<spec.name>/general.safetensors (and specialized.safetensors);
-    returns the versions. Under torchrun every rank calls this; rank 0 writes.
+    `data` is Parquet (a file or a folder: every rank reads the rows into memory) or a shard set
+    of `write_spec_shards` (every rank reads its rows of each batch lazily). Writes
+    ModelStore(model_dir)/<spec.name>/general.safetensors (and specialized.safetensors); returns
+    the versions. Under torchrun every rank calls this; rank 0 writes.
     """
     from .diffusion.cluster import Cluster
     from .domains.fleet_data import read_fleet
@@ -96,6 +150,9 @@ def train_spec(spec: DomainSpec, data, model_dir, recipe_name: str = "demo", see
     cluster = cluster or Cluster()
     say = print if cluster.is_main else (lambda *a, **k: None)
     recipe = spec_recipe(spec, recipe_name)
+    if _is_shard_set(data):
+        return _train_spec_model(spec, None, data, model_dir, recipe, recipe_name, seed, specialized_data, on_bad,
+                                 cluster, progress, say)
     rows = read_fleet(data, spec, on_bad)
     say(f"[train] {spec.name}: {rows.report.describe()} (read in {rows.report.seconds:.2f} s)")
     if len(rows) == 0:
@@ -107,6 +164,15 @@ def train_spec(spec: DomainSpec, data, model_dir, recipe_name: str = "demo", see
     if spec.map_check is not None:
         say(f"[train] {spec.name}: the prior sees the state only (fleet rows carry no map); the spec's map check "
             "still applies to every answer given a map")
+    return _train_spec_model(spec, rows, data, model_dir, recipe, recipe_name, seed, specialized_data, on_bad,
+                             cluster, progress, say)
+
+
+def _train_spec_model(spec, rows, data, model_dir, recipe, recipe_name, seed, specialized_data, on_bad, cluster,
+                      progress, say) -> dict:
+    """train_spec's training and writing, from rows in memory (`rows`) or from the shard set `data`."""
+    from .domains.fleet_data import read_fleet
+
     special = None
     if specialized_data is not None:
         special = read_fleet(specialized_data, spec, on_bad)
@@ -114,18 +180,22 @@ def train_spec(spec: DomainSpec, data, model_dir, recipe_name: str = "demo", see
         if len(special) == 0:
             raise ValueError(f"{specialized_data}: no usable rows for the specialized model")
     start = time.perf_counter()
-    say(f"[train] {spec.name}: general prior on {len(rows)} rows (recipe {recipe_name}, frame {spec.frame}, "
+    source = f"{len(rows)} rows" if rows is not None else f"the shard set {data}"
+    say(f"[train] {spec.name}: general prior on {source} (recipe {recipe_name}, frame {spec.frame}, "
         f"{cluster.world_size} process(es))")
-    general = train_general(spec.name, rows.states, model_targets(spec, rows.states, rows.targets), recipe, seed,
-                            progress and cluster.is_main, cluster)
+    if rows is None:
+        general, fleet = _train_from_shards(spec, data, recipe, seed, cluster, progress and cluster.is_main)
+    else:
+        general = train_general(spec.name, rows.states, model_targets(spec, rows.states, rows.targets), recipe,
+                                seed, progress and cluster.is_main, cluster)
+        fleet = {"rows": len(rows), "skipped": rows.report.rows_skipped, "files": rows.report.files,
+                 "homes": 0 if rows.home_id is None else len(set(rows.home_id.tolist()) - {""}),
+                 "robots": 0 if rows.robot_id is None else len(set(rows.robot_id.tolist()) - {""})}
     if not cluster.is_main:
         cluster.barrier()
         return {}
     mark_spec(general, spec)
-    general.metadata.update(recipe=recipe_name, fleet_data={
-        "rows": len(rows), "skipped": rows.report.rows_skipped, "files": rows.report.files,
-        "homes": 0 if rows.home_id is None else len(set(rows.home_id.tolist()) - {""}),
-        "robots": 0 if rows.robot_id is None else len(set(rows.robot_id.tolist()) - {""})})
+    general.metadata.update(recipe=recipe_name, fleet_data=fleet)
     store = ModelStore(model_dir)
     versions = {"general": save(general, store.general_path(spec.name))}
     paths = [str(store.general_path(spec.name))]

@@ -40,7 +40,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="retrain even if checkpoints of this recipe exist")
     p.add_argument("--data", default=None, metavar="PATH",
                    help="navigate_to: train the general prior on this shard set (`dualdiff navigate-data`); with "
-                        "--spec: a .parquet file or a folder of them")
+                        "--spec: a .parquet file, a folder of them, or their shard set (`dualdiff data shards`)")
     p.add_argument("--general-epochs", type=int, default=None, metavar="N",
                    help="with --data: the prior's epochs over the shard set (default: the recipe's, 30 for full; "
                         "a set 14x the size needs fewer for the same optimiser steps: docs/RESULTS.md section 9)")

@@ -189,3 +189,25 @@ def test_helpers_for_serving_spec_domains(tmp_path):
     np.testing.assert_allclose(targets_for_model(mug_model, states, mugs), spec.to_local(states, mugs))
     cabinet = ModelStore(tmp_path / "models").load_general("cabinet")
     np.testing.assert_array_equal(targets_for_model(cabinet, np.zeros((1, 3)), np.ones((1, 3))), np.ones((1, 3)))
+
+
+def test_a_shard_set_of_the_rows_trains_the_same_prior(tmp_path, capsys):
+    generator = example_generator()
+    spec = small_spec()
+    states, mugs = generator.home_rows(np.random.default_rng(2), 700)
+    states[5, 0] = np.inf
+    write_fleet(tmp_path / "fleet" / "a.parquet", spec, states[:300], mugs[:300])
+    write_fleet(tmp_path / "fleet" / "b.parquet", spec, states[300:], mugs[300:])
+    from dualdiff_ros.spec_training import write_spec_shards
+    shards = write_spec_shards(spec, tmp_path / "fleet", tmp_path / "shards", rows_per_shard=256)
+    assert len(shards) == 699 and len(shards.manifest["shards"]) == 3 and shards.meta["rows_skipped"] == 1
+    train_spec(spec, tmp_path / "fleet", tmp_path / "from_rows", "quick", progress=False)
+    train_spec(spec, tmp_path / "shards", tmp_path / "from_shards", "quick", progress=False)
+    a = ModelStore(tmp_path / "from_rows").load_general("mug_counter")
+    b = ModelStore(tmp_path / "from_shards").load_general("mug_counter")
+    for (name, x), y in zip(a.denoiser.state_dict().items(), b.denoiser.state_dict().values()):
+        assert torch.equal(x, y), name
+    assert b.metadata["targets_in"] == "spec_frame" and b.metadata["fleet_data"]["rows"] == 699
+    other = DomainSpec.from_dict({**spec.to_dict(), "frame": {"type": "translation", "origin": ["x", "y"]}})
+    with pytest.raises(ValueError, match="written for another spec"):
+        train_spec(other, tmp_path / "shards", tmp_path / "m", "quick", progress=False)
