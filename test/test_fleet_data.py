@@ -148,3 +148,15 @@ def test_navigate_to_data_fits_its_builtin_spec(tmp_path):
 def test_ingest_benchmark_reads_what_it_wrote():
     result = fleet_data.benchmark_ingest(20_000)
     assert result["rows"] == 20_000 and result["rows_per_second"] > 0 and math.isfinite(result["read_seconds"])
+
+
+def test_dictionary_encoded_ids_as_pandas_writes_categories(tmp_path, spec):
+    states, targets = rows(6)
+    cols = {c: states[:, j] for j, c in enumerate(spec.state_columns)}
+    cols.update({c: targets[:, j] for j, c in enumerate(spec.target_columns)})
+    homes = pa.array(["a", "b", "a", "c", "b", "a"]).dictionary_encode()
+    table = pa.table({**cols, "home_id": homes, "stamp": pa.array(range(6), pa.int64())})
+    pq.write_table(table, tmp_path / "d.parquet")
+    data = read_fleet(tmp_path / "d.parquet", spec)
+    assert data.home_id.tolist() == ["a", "b", "a", "c", "b", "a"]
+    np.testing.assert_array_equal(data.stamp, np.arange(6.0))
