@@ -1,6 +1,12 @@
 """`dualdiff`: one command line for training, experiments, benchmarks and the demo.
 
     dualdiff train --domain cabinet --model-dir models [--recipe demo]   # = python -m dualdiff_ros.train
+    dualdiff train --spec mug_counter.yaml --data fleet/ --model-dir models   # your own domain, from Parquet
+    dualdiff data check --spec mug_counter.yaml --data fleet/   # rows kept / skipped, the first bad one named
+    dualdiff data builtin --domain cabinet --output cabinet.parquet   # a thesis domain's data as fleet Parquet
+    dualdiff data shards --spec mug_counter.yaml --data fleet/ --output shards/   # then train --data shards/
+    dualdiff observations export --db robot.db --output robot.parquet [--robot-id r1 --home-id h1]
+    dualdiff observations import BAG --db robot.db   # a recorded /dualdiff/observations bag (.mcap, .db3)
     dualdiff navigate-data --output data/navigate-general  # the ~1.9M-point navigate-to set, as shards
     dualdiff bench-train --output runs/bench-train      # samples/s, 1 vs 2 processes
     dualdiff experiment cabinet|round_table|overlap --output runs/cabinet [--quick]
@@ -109,6 +115,51 @@ def _reliability(args) -> int:
     return 0
 
 
+def _data(args) -> int:
+    from .domains import fleet_data
+    from .domains.spec import resolve_spec
+    if args.data_command == "bench":
+        result = fleet_data.benchmark_ingest(args.rows, seed=args.seed, with_text=not args.numbers_only)
+        print(" ".join(f"{k}={v}" for k, v in result.items()))
+        return 0
+    if args.data_command == "builtin":
+        path = fleet_data.write_builtin(args.domain, args.output, args.rows, args.seed)
+        unit = "tasks" if args.domain == "navigate_to" else "rows"
+        print(f"wrote {path}: {args.domain} general data ({args.rows} {unit}, seed {args.seed})")
+        return 0
+    spec = resolve_spec(args.spec)
+    if args.data_command == "shards":
+        from .spec_training import write_spec_shards
+        shards = write_spec_shards(spec, args.data, args.output, args.on_bad, args.rows_per_shard)
+        meta = shards.meta
+        print(f"wrote {args.output}: {len(shards)} rows of {spec.name} in {len(shards.manifest['shards'])} shard(s) "
+              f"({meta['rows_skipped']} skipped{', the first: ' + meta['first_bad'] if meta['first_bad'] else ''}) "
+              f"in {meta['seconds']} s")
+        return 0
+    rows = fleet_data.read_fleet(args.data, spec, args.on_bad)
+    print(f"{spec.name} ({spec.source}): {rows.report.describe()}; read in {rows.report.seconds:.2f} s")
+    return 0
+
+
+def _observations(args) -> int:
+    from .learning import exchange
+    if args.observations_command == "bench":
+        print(" ".join(f"{k}={v}" for k, v in exchange.benchmark_export(args.rows, args.seed).items()))
+        return 0
+    if args.observations_command == "export":
+        from .domains.spec import resolve_spec
+        spec = resolve_spec(args.spec) if args.spec else None
+        result = exchange.export_observations(args.db, args.output, spec, args.domain, args.task, args.robot_id,
+                                              args.home_id)
+        print(f"wrote {result['path']}: {result['rows']} {result['domain']} observations in {result['seconds']:.2f} s")
+        return 0
+    result = exchange.import_bag(args.bag, args.db, args.topic)
+    per = ", ".join(f"{d}: {n}" for d, n in sorted(result["domains"].items())) or "none"
+    print(f"stored {result['rows']} observations in {args.db} ({per}) in {result['seconds']:.2f} s"
+          + (f"; skipped {result['skipped']}, the first: {result['first_bad']}" if result["skipped"] else ""))
+    return 0
+
+
 def _propose(args) -> int:
     from .client import propose_once
     return propose_once(args.domain, args.state, args.num_samples, args.mode, args.seed, args.task, args.timeout,
@@ -129,6 +180,50 @@ def build_parser() -> argparse.ArgumentParser:
                                      "(also under torchrun: python -m dualdiff_ros.train)")
     train.add_arguments(p)
     p.set_defaults(func=_train)
+
+    p = sub.add_parser("data", help="fleet data in Parquet: check it against a spec, write a built-in domain's, "
+                                    "measure ingest")
+    data = p.add_subparsers(dest="data_command", required=True)
+    q = data.add_parser("check", help="read a .parquet file or folder with a spec: rows kept, skipped, the first bad")
+    q.add_argument("--spec", required=True, help="spec file (YAML) or a built-in name")
+    q.add_argument("--data", required=True, help=".parquet file or a folder of them")
+    q.add_argument("--on-bad", default="skip", choices=["skip", "refuse"])
+    q = data.add_parser("builtin", help="a built-in domain's generated general data as fleet Parquet")
+    q.add_argument("--domain", required=True, choices=["cabinet", "round_table", "navigate_to"])
+    q.add_argument("--output", required=True, help=".parquet file to write")
+    q.add_argument("--rows", type=int, default=55_398, help="rows (navigate_to: simulator tasks)")
+    q.add_argument("--seed", type=int, default=0)
+    q = data.add_parser("shards", help="stream Parquet rows into a shard set: `train --spec --data SHARDS` then "
+                                       "reads its rows lazily (data larger than memory, torchrun)")
+    q.add_argument("--spec", required=True, help="spec file (YAML) or a built-in name")
+    q.add_argument("--data", required=True, help=".parquet file or a folder of them")
+    q.add_argument("--output", required=True, help="new folder for the shard set")
+    q.add_argument("--on-bad", default="skip", choices=["skip", "refuse"])
+    q.add_argument("--rows-per-shard", type=int, default=1 << 20)
+    q = data.add_parser("bench", help="rows/s reading fleet Parquet (a generated file of --rows rows)")
+    q.add_argument("--rows", type=int, default=1_000_000)
+    q.add_argument("--seed", type=int, default=0)
+    q.add_argument("--numbers-only", action="store_true", help="no home_id / robot_id / task / stamp columns")
+    p.set_defaults(func=_data)
+
+    p = sub.add_parser("observations", help="a robot's observations out to fleet Parquet, recorded bags in")
+    obs = p.add_subparsers(dest="observations_command", required=True)
+    q = obs.add_parser("export", help="write a robot's stored observations (SQLite) as fleet Parquet")
+    q.add_argument("--db", required=True, help="the observation database (the specialized node's storage.path)")
+    q.add_argument("--output", required=True, help=".parquet file to write")
+    q.add_argument("--domain", default=None, help="which domain (default: the only one in the database)")
+    q.add_argument("--task", default=None, help="only this task's observations (default: every task)")
+    q.add_argument("--spec", default=None, help="the domain's spec file (default: the built-in spec of its name)")
+    q.add_argument("--robot-id", default="", help="written in every row's robot_id")
+    q.add_argument("--home-id", default="", help="written in every row's home_id")
+    q = obs.add_parser("import", help="store the observations of a recorded ROS 2 bag (.mcap or .db3)")
+    q.add_argument("bag", help="a rosbag2 folder, or its .mcap / .db3 file")
+    q.add_argument("--db", required=True, help="the observation database to add them to (created if missing)")
+    q.add_argument("--topic", default="/dualdiff/observations")
+    q = obs.add_parser("bench", help="seconds to export --rows stored observations to Parquet")
+    q.add_argument("--rows", type=int, default=100_000)
+    q.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=_observations)
 
     p = sub.add_parser("navigate-data", help="the full navigate-to general data set (~1.9M points) as shards")
     p.add_argument("--output", required=True, help="new folder for the shard set")

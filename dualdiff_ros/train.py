@@ -1,6 +1,7 @@
 """`python -m dualdiff_ros.train`: `dualdiff train`, as one process or as one rank of many.
 
     python -m dualdiff_ros.train --domain cabinet --model-dir models --recipe quick
+    python -m dualdiff_ros.train --spec mug_counter.yaml --data fleet/ --model-dir models   # your own domain
     torchrun --standalone --nproc-per-node 2 -m dualdiff_ros.train --domain cabinet --model-dir models
     torchrun --nnodes 2 --nproc-per-node 2 --rdzv-backend c10d --rdzv-endpoint HOST:29400 \
         -m dualdiff_ros.train --domain navigate_to --recipe full --data DATA --model-dir models
@@ -24,14 +25,23 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     from .learning.in_context import CONTEXT_KINDS
     from .recipes import RECIPES
 
-    p.add_argument("--domain", nargs="+", default=["cabinet", "round_table"],
-                   choices=["cabinet", "round_table", "navigate_to"])
+    p.add_argument("--domain", nargs="+", default=None, choices=["cabinet", "round_table", "navigate_to"],
+                   help="built-in domains to train from their generators (default: cabinet round_table)")
+    p.add_argument("--spec", default=None, metavar="FILE",
+                   help="train the domain of this spec (YAML, or a built-in name) from the Parquet rows of --data "
+                        "(docs/domains.md, 'Your own domain')")
+    p.add_argument("--specialized-data", default=None, metavar="PATH",
+                   help="with --spec: also fine-tune the specialized model on these Parquet rows (one home's)")
+    p.add_argument("--on-bad", default="skip", choices=["skip", "refuse"],
+                   help="with --spec: rows with non-finite or out-of-range numbers are skipped (counted, the first "
+                        "named) or refused")
     p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="ModelStore folder (default %(default)s)")
     p.add_argument("--recipe", default="demo", choices=RECIPES, help="model size and training length")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--force", action="store_true", help="retrain even if checkpoints of this recipe exist")
-    p.add_argument("--data", default=None, metavar="DIR",
-                   help="navigate_to: train the general prior on this shard set (`dualdiff navigate-data`)")
+    p.add_argument("--data", default=None, metavar="PATH",
+                   help="navigate_to: train the general prior on this shard set (`dualdiff navigate-data`); with "
+                        "--spec: a .parquet file, a folder of them, or their shard set (`dualdiff data shards`)")
     p.add_argument("--general-epochs", type=int, default=None, metavar="N",
                    help="with --data: the prior's epochs over the shard set (default: the recipe's, 30 for full; "
                         "a set 14x the size needs fewer for the same optimiser steps: docs/RESULTS.md section 9)")
@@ -65,7 +75,16 @@ def run(args) -> int:
         if general_epochs is not None and (args.data is None or general_epochs < 1):
             raise ValueError(f"--general-epochs {general_epochs}: give a positive number, with --data (a shard set); "
                              "the recipes' own data keep the recipe's epochs")
-        for domain in args.domain:
+        if getattr(args, "spec", None):
+            if args.domain:
+                raise ValueError(f"--spec and --domain {' '.join(args.domain)}: give one of them (the spec names its "
+                                 "domain)")
+            from .spec_training import train_from_args
+            train_from_args(args, cluster)
+            return 0
+        if getattr(args, "specialized_data", None):
+            raise ValueError("--specialized-data is for --spec domains: the built-in domains draw their own")
+        for domain in args.domain or ["cabinet", "round_table"]:
             if args.data is not None:
                 if domain != "navigate_to":
                     raise ValueError(f"--data (a shard set) is for --domain navigate_to, not {domain}")

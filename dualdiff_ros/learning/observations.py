@@ -149,6 +149,28 @@ class ObservationStore:
                 raise
             return int(cursor.lastrowid)
 
+    def add_many(self, rows) -> list[int]:
+        """Store many observations in one durable transaction (an import); their ids, in order.
+
+        `rows`: (domain, task, state, target, stamp) tuples as `add` takes them. Either all are
+        stored or, if one is refused (a non-finite number, a bad stamp), none is.
+        """
+        prepared = [(str(d), str(t or ""), json.dumps(_vector("state", s)), json.dumps(_vector("target", y)),
+                     time.time(), *_stamp(stamp)) for d, t, s, y, stamp in rows]
+        ids = []
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                for row in prepared:
+                    ids.append(int(self._conn.execute(
+                        "INSERT INTO observations (domain, task, state, target, stamp, stamp_sec, stamp_nanosec) "
+                        "VALUES (?, ?, ?, ?, ?, ?, ?)", row).lastrowid))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return ids
+
     def count(self, domain: str, task: str = "") -> int:
         with self._lock:
             return int(self._conn.execute("SELECT COUNT(*) FROM observations WHERE domain = ? AND task = ?",
