@@ -168,7 +168,7 @@ SERVICE_SETTINGS = (
     Setting("check.min_observations", 4, "The check runs from this many observations of the home on (below, the "
             "home-aware prior answers unchecked: a handful of points cannot tell the ways apart).",
             int_range=(1, 1_000_000)),
-    Setting("check.margin", 0.5, "Nats per observation by which another way must explain the home's observations "
+    Setting("check.margin", 0.25, "Nats per observation by which another way must explain the home's observations "
             "better than the home-aware prior to be served instead (a specialist is scored on the points it was "
             "trained on, which flatters it).", float_range=(0.0, 100.0)),
     Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
