@@ -74,7 +74,7 @@ def _navigate(client, simulator, num_poses: int = 8) -> dict:
     from nav_msgs.msg import OccupancyGrid
 
     from . import sim
-    from .nodes.common import SCENE_MAP_TOPIC, latched_qos
+    from .nodes.topics import SCENE_MAP_TOPIC, latched_qos
     from .sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
 
     held = sim.held_out_states(sim.generate(1, sim.ball_task_indices(FULL_SPECIALIZED_TRAIN_TASKS, 2),
