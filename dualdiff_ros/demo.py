@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .domains import get_domain
+from .domains import NAVIGATE_TO, get_domain
 from .training_jobs import train_domain
 
 DOMAINS = ("cabinet", "round_table")
-NAVIGATE_TO = "navigate_to"
 MODES = ("general", "specialized", "joint")
 EVAL_CONDITIONS, EVAL_SAMPLES, EVAL_SEED = 100, 10, 2024
 

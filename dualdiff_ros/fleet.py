@@ -28,11 +28,11 @@ from .diffusion.schedules import NoiseSchedule
 from .diffusion.shards import ShardRows, ShardSet, ShardWriter
 from .diffusion.train_state import StateFile
 from .diffusion.training import run_training
+from .domains import NAVIGATE_TO
 from .model_store import Recipe, train_specialized
 from .navigate_to import PatchSpec, conditions, drop_maps
 from .seeds import stream
 
-NAVIGATE_TO = "navigate_to"
 DROPOUT_SEED = stream(0, "general_data")  # the map dropout of seed 0's in-memory general data
 
 

@@ -21,10 +21,11 @@ DEFAULT_MODEL_DIR = "artifacts/models"
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `dualdiff train`, shared with `python -m dualdiff_ros.train`."""
     from .diffusion.cluster import DEVICES
+    from .domains import SERVED_DOMAINS
     from .recipes import RECIPES
 
     p.add_argument("--domain", nargs="+", default=["cabinet", "round_table"],
-                   choices=["cabinet", "round_table", "navigate_to"])
+                   choices=list(SERVED_DOMAINS))
     p.add_argument("--model-dir", default=DEFAULT_MODEL_DIR, help="ModelStore folder (default %(default)s)")
     p.add_argument("--recipe", default="demo", choices=RECIPES, help="model size and training length")
     p.add_argument("--seed", type=int, default=0)
@@ -52,6 +53,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Train every domain of `args` with the processes torchrun started (or this one alone)."""
     from .diffusion.cluster import Cluster
+    from .domains import NAVIGATE_TO
 
     cluster = Cluster.start(args.device)
     try:
@@ -63,7 +65,7 @@ def run(args) -> int:
                              "the recipes' own data keep the recipe's epochs")
         for domain in args.domain:
             if args.data is not None:
-                if domain != "navigate_to":
+                if domain != NAVIGATE_TO:
                     raise ValueError(f"--data (a shard set) is for --domain navigate_to, not {domain}")
                 from .fleet import train_navigation_sharded
                 train_navigation_sharded(args.model_dir, args.recipe, args.seed, args.data, cluster,
@@ -73,7 +75,7 @@ def run(args) -> int:
             from .training_jobs import train_domain
             train_domain(domain, args.model_dir, args.recipe, seed=args.seed, force=args.force or args.resume,
                          progress=cluster.is_main, cluster=cluster, state_every=args.state_every, resume=args.resume)
-            if getattr(args, "home_aware", False) and domain != "navigate_to" and cluster.is_main:
+            if getattr(args, "home_aware", False) and domain != NAVIGATE_TO and cluster.is_main:
                 from .training_jobs import train_home_aware
                 train_home_aware(domain, args.model_dir, getattr(args, "home_aware_recipe", None) or args.recipe,
                                  args.seed, args.force, progress=True)

@@ -17,6 +17,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from std_srvs.srv import Trigger
 
 from ..diffusion.checkpoint import CheckpointError, load_checkpoint, read_header
+from ..domains import SERVED_DOMAINS
 from ..model_store import ModelStore
 from ..serving import TRAIN_HINT, not_active
 from .checks import check_domains
@@ -34,7 +35,7 @@ class GeneralPriorNode(LifecycleNode):
         all_or_none_parameters(self)
         declare(self, "model_dir", "~/.dualdiff/models",
                 "Folder of the ModelStore: <model_dir>/<domain>/general.safetensors.")
-        declare(self, "domains", ["cabinet", "round_table", "navigate_to"], "Domains whose general prior is announced.")
+        declare(self, "domains", list(SERVED_DOMAINS), "Domains whose general prior is announced.")
         declare_autostart(self)
         self.versions: dict[str, str] = {}  # domain -> announced version
         self.problems: list[str] = []

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..domains import NAVIGATE_TO
 from .geometry import facing_yaw, signed_distance
 from .scene import (
     GRIPPER_LENGTH,
@@ -215,7 +216,7 @@ def _chunk_job(args):
 
 
 def generate(seed: int, task_indices, keep_types, sampling: Sampling = Sampling(), progress: bool = False,
-             workers: int = 1, chunk: int = 200, name: str = "navigate_to", on_progress=None) -> NavigateData:
+             workers: int = 1, chunk: int = 200, name: str = NAVIGATE_TO, on_progress=None) -> NavigateData:
     """Dataset over ``task_indices`` with metadata; ``workers`` > 1 spreads chunks over processes.
 
     Each task draws from its own (seed, task index) streams, so the result is the same for any
