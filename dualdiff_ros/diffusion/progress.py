@@ -50,24 +50,9 @@ class LineProgress:
             self.update(1)
         self.close()
 
-    def __len__(self) -> int:
-        return self.total or 0
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def set_postfix(self, ordered_dict=None, refresh: bool = True, **kwargs) -> None:
         items = {**(ordered_dict or {}), **kwargs}
         self.postfix = ", ".join(f"{k}={v}" for k, v in items.items())
-
-    def set_description(self, desc: str = "", refresh: bool = True) -> None:
-        self.desc = desc
-
-    def refresh(self) -> None:
-        pass
 
     def update(self, n: int = 1) -> None:
         self.n += n

@@ -141,24 +141,17 @@ class Trainer:
         self.store = ObservationStore(db_path)
         self._stopping.clear()
 
-    def stop_job(self) -> None:
-        """Abandon a running job (nothing is saved) and wait for its thread."""
+    def stop_job(self, for_good: bool = False) -> None:
+        """Abandon a running job (nothing is saved) and wait for its thread; `for_good`: report nothing more."""
         self._stopping.set()
         if self._thread is not None:
             self._thread.join(timeout=30)
-        self._stopping.clear()
+        if not for_good:
+            self._stopping.clear()
 
-    def close(self) -> None:
-        self.stop_job()
-        if self.store is not None:
-            self.store.close()
-            self.store = None
-
-    def shut_down(self) -> None:
-        """Stop for good: no more progress is reported, the store is closed."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(timeout=30)
+    def close(self, for_good: bool = False) -> None:
+        """Stop a running job and close the store (open() opens it again unless `for_good`)."""
+        self.stop_job(for_good)
         if self.store is not None:
             self.store.close()
             self.store = None
@@ -201,7 +194,7 @@ class Trainer:
         self._maybe_retrain(domain, task, total)
         return oid, total
 
-    def list(self, domain: str, task: str, any_task: bool, limit: int, offset: int) -> list:
+    def list_rows(self, domain: str, task: str, any_task: bool, limit: int, offset: int) -> list:
         """Stored rows of a list request (ValueError for a bad selection, sqlite3.Error from the store)."""
         domain, task = selection(domain, task, any_task)
         return self.store.list(domain, task, limit=limit, offset=offset)

@@ -230,8 +230,8 @@ class SpecializedModelNode(LifecycleNode):
             response.result, response.message = codes.RESULT_NOT_ACTIVE, inactive
             return response
         try:
-            rows = self.trainer.list(request.domain, request.task, request.any_task,
-                                     request.limit or self.get_parameter("list_page_size").value, request.offset)
+            rows = self.trainer.list_rows(request.domain, request.task, request.any_task,
+                                          request.limit or self.get_parameter("list_page_size").value, request.offset)
         except ValueError as err:
             response.result, response.message = codes.RESULT_INVALID_REQUEST, str(err)
             return response
@@ -329,7 +329,7 @@ class SpecializedModelNode(LifecycleNode):
         return finish(result, job.message, job)
 
     def destroy_node(self):
-        self.trainer.shut_down()
+        self.trainer.close(for_good=True)
         self.train_action.destroy()
         return super().destroy_node()
 
