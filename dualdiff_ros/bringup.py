@@ -23,8 +23,8 @@ import yaml
 from rclpy.executors import MultiThreadedExecutor
 from rclpy.parameter import Parameter
 
-from .nodes.common import bring_up, spin, stop_nodes  # noqa: F401  (stop_nodes: for start_nodes' callers)
 from .nodes.general_prior_node import GeneralPriorNode
+from .nodes.lifecycle import bring_up, spin, stop_nodes  # noqa: F401  (stop_nodes: for start_nodes' callers)
 from .nodes.placement_proposal_node import PlacementProposalNode
 from .nodes.simulator_node import SimulatorNode
 from .nodes.specialized_model_node import SpecializedModelNode

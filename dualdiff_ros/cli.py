@@ -37,9 +37,10 @@ def _train(args) -> int:
 
 
 def _navigate_data(args) -> int:
+    from .domains import NAVIGATE_TO
     from .fleet import write_navigation_shards
     from .recipes import recipe
-    shards = write_navigation_shards(args.output, args.tasks, recipe(args.recipe, "navigate_to"), args.seed,
+    shards = write_navigation_shards(args.output, args.tasks, recipe(args.recipe, NAVIGATE_TO), args.seed,
                                      args.workers, args.chunk, args.rows_per_shard)
     meta = shards.meta
     print(f"wrote {args.output}: {len(shards)} points of {meta['tasks']} tasks in {meta['generation_seconds']} s "
@@ -167,6 +168,7 @@ def _propose(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .domains import NAVIGATE_TO
     from .domains.homes import FAMILIES
     from .learning.in_context import CONTEXT_KINDS
     from .recipes import RECIPES
@@ -326,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sampler-fine-steps", type=int,
                    help="the node's sampler.fine_steps (last levels taken one by one; 0 = even spacing)")
     p.add_argument("--mode", default="joint", choices=["joint", "general", "specialized"], help="request mode")
-    p.add_argument("--domain", default="cabinet", choices=["cabinet", "navigate_to"],
+    p.add_argument("--domain", default="cabinet", choices=["cabinet", NAVIGATE_TO],
                    help="navigate_to: a held-out ball state with its 200 x 200 map, checked against it")
     p.set_defaults(func=_benchmark)
 

@@ -11,7 +11,8 @@ import rclpy
 from dualdiff_interfaces.srv import ProposePlacements
 from rclpy.executors import MultiThreadedExecutor
 
-from .nodes.common import PROPOSE_SERVICE, call_sync
+from .nodes.calls import call_sync
+from .nodes.topics import PROPOSE_SERVICE
 
 # Seconds without a reply before the first request to a server is sent again (see call_sync).
 FIRST_REPLY_RESEND_S = 1.0

@@ -17,11 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .domains import get_domain
+from .domains import NAVIGATE_TO, get_domain
 from .training_jobs import train_domain, train_home_aware
 
 DOMAINS = ("cabinet", "round_table")
-NAVIGATE_TO = "navigate_to"
 MODES = ("general", "specialized", "joint")
 EVAL_CONDITIONS, EVAL_SAMPLES, EVAL_SEED = 100, 10, 2024
 
@@ -78,7 +77,7 @@ def _navigate(client, simulator, num_poses: int = 8) -> dict:
     from nav_msgs.msg import OccupancyGrid
 
     from . import sim
-    from .nodes.common import SCENE_MAP_TOPIC, latched_qos
+    from .nodes.topics import SCENE_MAP_TOPIC, latched_qos
     from .sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
 
     held = sim.held_out_states(sim.generate(1, sim.ball_task_indices(FULL_SPECIALIZED_TRAIN_TASKS, 2),

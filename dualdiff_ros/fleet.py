@@ -28,11 +28,11 @@ from .diffusion.schedules import NoiseSchedule
 from .diffusion.shards import ShardRows, ShardSet, ShardWriter
 from .diffusion.train_state import StateFile
 from .diffusion.training import run_training
+from .domains import NAVIGATE_TO
 from .model_store import Recipe, train_specialized
 from .navigate_to import PatchSpec, conditions, drop_maps
 from .seeds import stream
 
-NAVIGATE_TO = "navigate_to"
 DROPOUT_SEED = stream(0, "general_data")  # the map dropout of seed 0's in-memory general data
 
 
@@ -61,14 +61,14 @@ def write_navigation_shards(output, tasks: int, recipe: Recipe, seed: int = 0, w
     Each task draws from its own (seed, task) streams and each chunk its own dropout stream, so the
     rows are the same for any number of workers.
     """
-    from tqdm.auto import tqdm
+    from .diffusion.progress import progress_bar
 
     jobs = [(seed, list(range(a, min(a + chunk, tasks))), dict(recipe.perception), recipe.map_dropout)
             for a in range(0, tasks, chunk)]
     writer = ShardWriter(output, rows_per_shard)
     t0 = time.perf_counter()
     points, states = 0, 0
-    bar = tqdm(total=tasks, desc="navigate-to general", unit="task", disable=not progress)
+    bar = progress_bar(total=tasks, desc="navigate-to general", unit="task", disable=not progress)
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
     try:
         for job, (columns, stats) in zip(jobs, pool.map(_shard_chunk, jobs) if pool else map(_shard_chunk, jobs)):

@@ -61,6 +61,17 @@ class ModelStore:
     def load_specialized(self, domain: str, task: str = "") -> DiffusionModel:
         return load_checkpoint(self.specialized_path(domain, task))
 
+    def specialized_checkpoints(self, domains) -> list[tuple[str, str, Path]]:
+        """(domain, task, path) of every specialized checkpoint stored for `domains`, in file-name order."""
+        found = []
+        for domain in domains:
+            for path in sorted((self.root / domain).glob("specialized*.safetensors")):
+                stem = path.name[: -len(".safetensors")]
+                task = stem[len("specialized-"):] if stem.startswith("specialized-") else ""
+                if stem == "specialized" or task:
+                    found.append((domain, task, path))
+        return found
+
 
 @dataclass
 class Recipe:

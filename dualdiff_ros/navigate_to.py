@@ -18,8 +18,8 @@ import numpy as np
 from .maps import OccupancyMap, check_base_targets, facing_yaw, local_patch, object_footprint_from_state
 
 STATE_SIZE = 10
-# The simulator's robot (dualdiff_ros.sim.scene: ROBOT_RADIUS, REACH = radius + gripper); a test
-# keeps these equal without importing PyBullet here.
+# The simulator's robot, and the service's default robot.radius / robot.reach: sim/scene.py takes
+# the radius from here and adds its gripper for the reach (a test keeps ROBOT_REACH equal to it).
 ROBOT_RADIUS = 2.0
 ROBOT_REACH = 4.0
 FRAMES = ("world", "object")

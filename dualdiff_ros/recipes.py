@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .diffusion.training import TrainConfig
+from .domains import NAVIGATE_TO
 from .model_store import Recipe
 from .navigate_to import PatchSpec
 
@@ -44,7 +45,7 @@ def recipe(name: str, domain: str = "cabinet") -> Recipe:
     """The recipe `name` for `domain` (navigate_to has its own; every synthetic domain shares one)."""
     if name not in RECIPES:
         raise ValueError(f"unknown recipe {name!r}: use one of {RECIPES}")
-    if domain == "navigate_to":
+    if domain == NAVIGATE_TO:
         return _navigation_recipe(name)
     if name == "full":
         return Recipe()

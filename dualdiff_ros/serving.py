@@ -26,7 +26,7 @@ from .diffusion.model import DiffusionModel
 from .diffusion.proposer import MODES, FallbackPolicy, Proposer, default_sampler
 from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
-from .domains import SERVED_DOMAINS
+from .domains import NAVIGATE_TO, SERVED_DOMAINS
 from .domains.homes import home_frame
 from .learning import home_check
 from .learning.in_context import (
@@ -47,13 +47,13 @@ from .model_store import ModelStore, check_task
 # Result codes, as in ProposePlacements.srv (test_serving checks they agree).
 RESULT_OK, RESULT_INVALID_REQUEST, RESULT_MODEL_UNAVAILABLE, RESULT_INTERNAL_ERROR = 0, 1, 2, 3
 RESULT_NO_VALID_PROPOSAL = 4
-MAPPED_DOMAINS = ("navigate_to",)  # domains whose answers are checked against the robot's map
+MAPPED_DOMAINS = (NAVIGATE_TO,)  # domains whose answers are checked against the robot's map
 HOME_AWARE = "home_aware"           # the mode (and model slot) of the home-aware prior
 SERVICE_MODES = (*MODES, HOME_AWARE)
 MAX_NAME_BYTES = 64   # domain, task and mode are short names; anything longer is refused unread
 QUOTE_CHARS = 32      # at most this much of an untrusted string goes into a message or a log line
 STATE_MEANING = {"cabinet": "the cabinet's x, y, z", "round_table": "the table's x, y, z",
-                 "navigate_to": "the 10 navigate-to features"}
+                 NAVIGATE_TO: "the 10 navigate-to features"}
 TRAIN_HINT = "create it with `dualdiff train` (see `dualdiff train --help`)"
 
 
@@ -171,10 +171,10 @@ SERVICE_SETTINGS = (
     Setting("check.margin", 0.25, "Nats per observation by which another way must explain the home's observations "
             "better than the home-aware prior to be served instead (a specialist is scored on the points it was "
             "trained on, which flatters it).", float_range=(0.0, 100.0)),
-    Setting("robot.radius", 2.0, "navigate_to: radius of the robot's footprint disc, metres (default: the "
-            "simulator's robot).", float_range=(0.01, 10.0)),
-    Setting("robot.reach", 4.0, "navigate_to: base centre to gripper tip, metres; a target must reach the "
-            "object's footprint within it (default: the simulator's robot).", float_range=(0.01, 20.0)),
+    Setting("robot.radius", navigate_to.ROBOT_RADIUS, "navigate_to: radius of the robot's footprint disc, "
+            "metres (default: the simulator's robot).", float_range=(0.01, 10.0)),
+    Setting("robot.reach", navigate_to.ROBOT_REACH, "navigate_to: base centre to gripper tip, metres; a target "
+            "must reach the object's footprint within it (default: the simulator's robot).", float_range=(0.01, 20.0)),
     Setting("budget.max_sample_passes", 100_000,
             "Most network passes x proposals one request may cost (sampler steps, both experts, Langevin "
             "steps, the agreement check and a fallback counted): a larger request is refused, so it cannot "

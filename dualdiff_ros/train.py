@@ -22,10 +22,11 @@ DEFAULT_MODEL_DIR = "artifacts/models"
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `dualdiff train`, shared with `python -m dualdiff_ros.train`."""
     from .diffusion.cluster import DEVICES
+    from .domains import SERVED_DOMAINS
     from .learning.in_context import CONTEXT_KINDS
     from .recipes import RECIPES
 
-    p.add_argument("--domain", nargs="+", default=None, choices=["cabinet", "round_table", "navigate_to"],
+    p.add_argument("--domain", nargs="+", default=None, choices=list(SERVED_DOMAINS),
                    help="built-in domains to train from their generators (default: cabinet round_table)")
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="train the domain of this spec (YAML, or a built-in name) from the Parquet rows of --data "
@@ -66,6 +67,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
 def run(args) -> int:
     """Train every domain of `args` with the processes torchrun started (or this one alone)."""
     from .diffusion.cluster import Cluster
+    from .domains import NAVIGATE_TO
 
     cluster = Cluster.start(args.device)
     try:
@@ -86,7 +88,7 @@ def run(args) -> int:
             raise ValueError("--specialized-data is for --spec domains: the built-in domains draw their own")
         for domain in args.domain or ["cabinet", "round_table"]:
             if args.data is not None:
-                if domain != "navigate_to":
+                if domain != NAVIGATE_TO:
                     raise ValueError(f"--data (a shard set) is for --domain navigate_to, not {domain}")
                 from .fleet import train_navigation_sharded
                 train_navigation_sharded(args.model_dir, args.recipe, args.seed, args.data, cluster,
@@ -96,7 +98,7 @@ def run(args) -> int:
             from .training_jobs import train_domain
             train_domain(domain, args.model_dir, args.recipe, seed=args.seed, force=args.force or args.resume,
                          progress=cluster.is_main, cluster=cluster, state_every=args.state_every, resume=args.resume)
-            if getattr(args, "home_aware", False) and domain != "navigate_to" and cluster.is_main:
+            if getattr(args, "home_aware", False) and domain != NAVIGATE_TO and cluster.is_main:
                 from .training_jobs import train_home_aware
                 train_home_aware(domain, args.model_dir, getattr(args, "home_aware_recipe", None) or args.recipe,
                                  args.seed, args.force, progress=True,

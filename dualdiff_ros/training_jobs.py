@@ -15,7 +15,7 @@ import numpy as np
 from .diffusion.checkpoint import CheckpointError, read_header
 from .diffusion.cluster import Cluster
 from .diffusion.train_state import StateFile
-from .domains import get_domain
+from .domains import NAVIGATE_TO, get_domain
 from .model_store import ModelStore, Recipe, save, train_general, train_specialized
 from .navigate_to import PatchSpec, conditions, drop_maps, mark_map_guidance
 from .recipes import NAVIGATION_DATA
@@ -57,7 +57,7 @@ def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 
         return {"general": read_header(paths[0])["metadata"]["version"],
                 "specialized": read_header(paths[1])["metadata"]["version"]}
     state = StateFile(state_path(paths[0]), state_every, resume) if state_every or resume else None
-    if domain == "navigate_to":
+    if domain == NAVIGATE_TO:
         return train_navigation(model_dir, recipe_name, seed, cluster=cluster, state=state)
     recipe = named_recipe(recipe_name)
     dom = get_domain(domain)
@@ -116,7 +116,6 @@ def state_path(general_path) -> Path:
 
 
 # ---- navigate-to -----------------------------------------------------------------------------
-NAVIGATE_TO = "navigate_to"
 GENERAL_DATA_SEED, BALL_DATA_SEED = 0, 1  # the data is fixed across training seeds, as in the thesis
 
 

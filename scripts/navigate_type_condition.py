@@ -24,6 +24,7 @@ import torch
 
 from dualdiff_ros import sim
 from dualdiff_ros.diffusion.proposer import Proposer
+from dualdiff_ros.domains import NAVIGATE_TO
 from dualdiff_ros.evaluation.navigation import NavigationSettings, Perception, check_proposals, load_datasets
 from dualdiff_ros.model_store import train_general, train_specialized
 from dualdiff_ros.navigate_to import PatchSpec
@@ -54,7 +55,7 @@ def train_pair(general_data, ball_train, rec, seed: int, typed: bool):
     if typed:
         gc = np.concatenate([gc, type_columns(general_data, seed, TYPE_DROPOUT)], axis=1)
         bc = np.concatenate([bc, np.zeros((len(bc), len(GENERAL_TYPES)))], axis=1)
-    general = train_general("navigate_to", gc, gt, rec, stream(seed, "train_general"), progress=False)
+    general = train_general(NAVIGATE_TO, gc, gt, rec, stream(seed, "train_general"), progress=False)
     mark_map_block(general, rec)
     special = train_specialized(general, bc, bt, rec, "fine_tune", task="ball", seed=stream(seed, "train_fine_tuned"),
                                 progress=False)
@@ -80,7 +81,7 @@ def main(argv=None) -> int:
     parser.add_argument("--guidance", type=float, nargs="+", default=[1.0, 1.5, 2.0])
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    rec = recipe("demo", "navigate_to")
+    rec = recipe("demo", NAVIGATE_TO)
     general_data, ball_train, ball_test = load_datasets(NavigationSettings(data_dir=args.data_dir))
     held = sim.held_out_states(ball_test).head(args.states)
     spec = PatchSpec.from_dict(rec.perception)

@@ -88,13 +88,20 @@ def test_cycle_finder_finds_a_cycle():
 
 
 @pytest.mark.parametrize("layer", ["dualdiff_ros.diffusion", "dualdiff_ros.serving", "dualdiff_ros.limits",
-                                   "dualdiff_ros.maps", "dualdiff_ros.model_store", "dualdiff_ros.training_jobs"])
+                                   "dualdiff_ros.maps", "dualdiff_ros.model_store", "dualdiff_ros.training_jobs",
+                                   "dualdiff_ros.learning"])
 def test_core_layers_import_no_ros(layer):
     paths = list((PACKAGE / layer.split(".")[1]).rglob("*.py")) if (PACKAGE / layer.split(".")[1]).is_dir() \
         else [PACKAGE / (layer.split(".")[1] + ".py")]
     for path in paths:
         ros = {m for m in _imports(path) if m.split(".")[0] in ROS_MODULES}
         assert not ros, f"{path.relative_to(ROOT)} imports {sorted(ros)}"
+
+
+def test_nodes_stay_glue():
+    # A node that grows past this holds policy that belongs in a ROS-free module (serving.py, learning/).
+    sizes = {p.name: len(p.read_text().splitlines()) for p in (PACKAGE / "nodes").glob("*.py")}
+    assert max(sizes.values()) <= 350, sizes
 
 
 def test_training_needs_no_evaluation_package(graph):

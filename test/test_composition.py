@@ -125,6 +125,17 @@ def test_proposer_guides_as_long_as_the_priors_recipe_says(hint, passes):
     assert fixed.propose(general, special, np.zeros(0), 8, "joint", seed=1).diagnostics["model_evaluations"] == 200
 
 
+def test_guidance_is_set_in_one_place_and_the_composition_follows_it():
+    served = Proposer()
+    assert served.composition.sampler.guidance == served.sampler.guidance == 1.5
+    unguided = served.with_guidance(1.0)
+    assert unguided.composition.sampler.guidance == unguided.sampler.guidance == 1.0
+    assert unguided.composition.sampler.steps == served.composition.sampler.steps  # nothing else changes
+    given = Proposer(composition=CompositionConfig(sampler=EXACT_SAMPLER), sampler=replace(EXACT_SAMPLER, guidance=2.0))
+    assert given.composition.sampler.guidance == 2.0 and given.composition.sampler.clip is None
+    assert replace(given, sampler=replace(given.sampler, guidance=3.0)).composition.sampler.guidance == 3.0
+
+
 def test_weights_validate():
     with pytest.raises(ValueError, match="weights"):
         CompositionConfig(weight_general=-1).validate(100)

@@ -17,7 +17,7 @@ from dualdiff_ros.cli import main as cli_main
 from dualdiff_ros.diffusion.checkpoint import read_header
 from dualdiff_ros.domains.spec import builtin_spec
 from dualdiff_ros.learning import ObservationStore
-from dualdiff_ros.nodes.common import PROPOSE_SERVICE
+from dualdiff_ros.nodes.topics import PROPOSE_SERVICE
 
 
 def cabinet_rows(n, seed):

@@ -9,8 +9,8 @@ from dualdiff_ros.domains.homes import FAMILIES, BoxRegion, MixtureRegion, homes
 from dualdiff_ros.learning import home_check
 from dualdiff_ros.learning.in_context import MAX_CONTEXT, SET_SIZE, set_block, summary
 
-SHELVES = MixtureRegion((BoxRegion((-1.0, -1.0, 0.05), (1.0, 1.0, 0.1)), BoxRegion((-1.0, -1.0, 0.85), (1.0, 1.0, 0.9))),
-                        (0.5, 0.5))
+SHELVES = MixtureRegion((BoxRegion((-1.0, -1.0, 0.05), (1.0, 1.0, 0.1)),
+                         BoxRegion((-1.0, -1.0, 0.85), (1.0, 1.0, 0.9))), (0.5, 0.5))
 
 
 def _draw_from(region):

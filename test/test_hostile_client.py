@@ -23,7 +23,7 @@ from rclpy.parameter import Parameter
 from dualdiff_ros.bringup import start_nodes, stop_nodes
 from dualdiff_ros.domains import get_domain
 from dualdiff_ros.learning import ObservationStore
-from dualdiff_ros.nodes.common import (
+from dualdiff_ros.nodes.topics import (
     MODEL_INFO_TOPIC,
     PROPOSE_SERVICE,
     TRAIN_SERVICE,

@@ -98,7 +98,7 @@ def test_the_model_nodes_are_lifecycle_nodes_brought_up_by_the_launch_file(launc
 
 
 def test_the_rviz_config_is_installed_and_names_the_topics(launch_tree):
-    from dualdiff_ros.nodes.common import PROPOSAL_MARKERS_TOPIC, SCENE_MAP_TOPIC, SCENE_MARKERS_TOPIC
+    from dualdiff_ros.nodes.topics import PROPOSAL_MARKERS_TOPIC, SCENE_MAP_TOPIC, SCENE_MARKERS_TOPIC
 
     rviz = yaml.safe_load((ROOT / "rviz" / "dualdiff.rviz").read_text())
     topics = {d["Topic"]["Value"] for d in rviz["Visualization Manager"]["Displays"] if "Topic" in d}

@@ -17,7 +17,7 @@ from rclpy.action import ActionClient
 
 from dualdiff_ros.bringup import start_nodes, stop_nodes
 from dualdiff_ros.domains import get_domain
-from dualdiff_ros.nodes.common import TRAIN_ACTION
+from dualdiff_ros.nodes.topics import TRAIN_ACTION
 
 TRAIN = TrainSpecialized.Result
 

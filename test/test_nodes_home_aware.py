@@ -14,7 +14,7 @@ from nodes_support import call, tiny_models
 
 from dualdiff_ros.bringup import start_nodes, stop_nodes
 from dualdiff_ros.domains.homes import BoxRegion, home_domain
-from dualdiff_ros.nodes.common import PROPOSE_SERVICE
+from dualdiff_ros.nodes.topics import PROPOSE_SERVICE
 from dualdiff_ros.training_jobs import train_home_aware
 
 STATE = [1.0, 2.0, 0.5]

@@ -4,25 +4,28 @@ import shutil
 import threading
 import time
 
+import numpy as np
 import pytest
 import rclpy
 from dualdiff_interfaces.msg import ModelInfo, Observation, TrainingProgress
 from dualdiff_interfaces.srv import RecordObservation, TrainSpecialized
-from nodes_support import TIMEOUT, Inbox, call, tiny_models
+from nodes_support import TIMEOUT, Inbox, call, tiny_models, tiny_recipe
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.parameter import Parameter
 
 from dualdiff_ros.bringup import start_nodes, stop_nodes
-from dualdiff_ros.diffusion.checkpoint import load_checkpoint
+from dualdiff_ros.diffusion.checkpoint import load_checkpoint, read_header
 from dualdiff_ros.domains import get_domain
-from dualdiff_ros.nodes import specialized_model_node
-from dualdiff_ros.nodes.common import (
+from dualdiff_ros.learning import trainer
+from dualdiff_ros.model_store import ModelStore, save, train_general
+from dualdiff_ros.nodes.topics import (
     MODEL_INFO_TOPIC,
     OBSERVATIONS_TOPIC,
     TRAIN_SERVICE,
     TRAINING_PROGRESS_TOPIC,
     latched_qos,
 )
+from dualdiff_ros.recipes import recipe
 
 RECORD_SERVICE = "/specialized_model_node/record_observation"
 OK, INVALID = RecordObservation.Response.RESULT_OK, RecordObservation.Response.RESULT_INVALID_REQUEST
@@ -107,13 +110,13 @@ def test_observations_are_validated_and_stored(learner, wait_for):
 
 def test_training_runs_in_the_background_and_announces_the_model(learner, wait_for, monkeypatch):
     gate = threading.Event()
-    real = specialized_model_node.train_specialized
+    real = trainer.train_specialized
 
     def gated(*args, **kwargs):  # hold the job until the test has seen it running
         assert gate.wait(TIMEOUT)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(specialized_model_node, "train_specialized", gated)
+    monkeypatch.setattr(trainer, "train_specialized", gated)
     node = learner.start()
     assert learner.record.wait_for_service(timeout_sec=TIMEOUT)
     assert learner.train.wait_for_service(timeout_sec=TIMEOUT)
@@ -155,7 +158,7 @@ def test_a_failed_job_is_reported_and_the_node_trains_again(learner, wait_for, m
     node = learner.start(min_observations=2)
     assert learner.record.wait_for_service(timeout_sec=TIMEOUT)
     record_all(learner, cabinet_observations(3))
-    monkeypatch.setattr(specialized_model_node, "train_specialized", broken)
+    monkeypatch.setattr(trainer, "train_specialized", broken)
     job = call(learner.train, TrainSpecialized.Request(domain="cabinet")).job_id
     assert wait_for(lambda: any(m.job_id == job and m.state == "failed" for m in learner.progress.snapshot()),
                     TIMEOUT)
@@ -205,3 +208,24 @@ def test_a_restarted_node_announces_its_models_and_keeps_its_observations(learne
     reply = call(learner.record, RecordObservation.Request(domain="cabinet", task="cups", state=[0.0] * 3,
                                                            target=[0.0] * 3))
     assert reply.observations_total == 4  # the three from before the restart are still there
+
+
+def test_each_domain_is_fine_tuned_with_its_own_recipe(learner, wait_for):
+    """navigate_to as its study measured it (every weight, lr 3e-4), the cabinet with rank-8 LoRA (lr 1e-3)."""
+    rng = np.random.default_rng(0)
+    states, targets = rng.uniform(0.0, 1.0, (400, 10)), rng.uniform(0.0, 1.0, (400, 2))
+    general = train_general("navigate_to", states, targets, tiny_recipe(), progress=False)
+    save(general, ModelStore(learner.model_dir).general_path("navigate_to"))
+    node = learner.start(min_observations=4, fine_tune_epochs=2)
+    assert learner.record.wait_for_service(timeout_sec=TIMEOUT)
+    record_all(learner, [(list(s), list(t)) for s, t in zip(states[:4], targets[:4])], domain="navigate_to")
+    record_all(learner, cabinet_observations(4))
+    for domain in ("navigate_to", "cabinet"):
+        job = call(learner.train, TrainSpecialized.Request(domain=domain)).job_id
+        assert wait_for(lambda: any(m.job_id == job and m.state == "succeeded" for m in learner.progress.snapshot()),
+                        60), [m.message for m in learner.progress.snapshot()]
+        meta = read_header(node.models.specialized_path(domain))["metadata"]
+        expected = recipe("full", domain)
+        assert meta["training"][-1]["lr"] == expected.fine_tune.lr, domain
+        assert meta.get("lora_rank", 0) == expected.fine_tune_lora_rank, domain
+    assert recipe("full", "navigate_to").fine_tune.lr == 3e-4 and recipe("full", "navigate_to").fine_tune_lora_rank == 0

@@ -16,7 +16,7 @@ from lifecycle_msgs.srv import ChangeState, GetState
 from nodes_support import TIMEOUT, Inbox, call, tiny_models
 
 from dualdiff_ros.bringup import start_nodes, stop_nodes
-from dualdiff_ros.nodes.common import DIAGNOSTICS_TOPIC, PROPOSE_SERVICE
+from dualdiff_ros.nodes.topics import DIAGNOSTICS_TOPIC, PROPOSE_SERVICE
 
 Response = ProposePlacements.Response
 PROPOSAL = ProposePlacements.Request(domain="cabinet", state=[1.0, 2.0, 1.0], num_samples=4, mode="general", seed=3)

@@ -11,8 +11,8 @@ from nodes_support import TIMEOUT, Inbox, call, tiny_navigate_models
 from dualdiff_ros.bringup import start_nodes, stop_nodes
 from dualdiff_ros.maps import OccupancyMap
 from dualdiff_ros.navigate_to import MapCheck
-from dualdiff_ros.nodes.common import PROPOSE_SERVICE, SCENE_MAP_TOPIC, latched_qos
 from dualdiff_ros.nodes.simulator_node import occupancy_grid
+from dualdiff_ros.nodes.topics import PROPOSE_SERVICE, SCENE_MAP_TOPIC, latched_qos
 from dualdiff_ros.sim.perception import step_map
 from dualdiff_ros.sim.scene import generate_scene
 

@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter
 from visualization_msgs.msg import Marker, MarkerArray
 
 from dualdiff_ros.bringup import start_nodes, stop_nodes
-from dualdiff_ros.nodes.common import DIAGNOSTICS_TOPIC, PROPOSAL_MARKERS_TOPIC, PROPOSE_SERVICE
+from dualdiff_ros.nodes.topics import DIAGNOSTICS_TOPIC, PROPOSAL_MARKERS_TOPIC, PROPOSE_SERVICE
 
 Response = ProposePlacements.Response
 CABINET = [1.0, 2.0, 1.0]
@@ -205,7 +205,7 @@ def test_markers_and_diagnostics_are_published(served, wait_for):
 def test_answers_are_published_stamped_in_the_request_frame(served, wait_for):
     from dualdiff_interfaces.msg import PlacementProposals
 
-    from dualdiff_ros.nodes.common import PROPOSALS_TOPIC
+    from dualdiff_ros.nodes.topics import PROPOSALS_TOPIC
 
     node, probe, client = served
     told = Inbox(probe, PlacementProposals, PROPOSALS_TOPIC)

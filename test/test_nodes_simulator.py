@@ -12,7 +12,7 @@ from rclpy.parameter import Parameter
 from visualization_msgs.msg import Marker, MarkerArray
 
 from dualdiff_ros.bringup import start_nodes, stop_nodes
-from dualdiff_ros.nodes.common import SCENE_MARKERS_TOPIC, latched_qos
+from dualdiff_ros.nodes.topics import SCENE_MARKERS_TOPIC, latched_qos
 from dualdiff_ros.sim import NavigateData
 
 EVALUATE, GENERATE = EvaluateProposals.Response, GenerateDataset.Response

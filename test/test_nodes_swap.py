@@ -15,7 +15,8 @@ from std_srvs.srv import Trigger
 from dualdiff_ros.bringup import start_nodes, stop_nodes
 from dualdiff_ros.diffusion.checkpoint import read_header
 from dualdiff_ros.model_store import ModelStore, save
-from dualdiff_ros.nodes.common import MODEL_INFO_TOPIC, PROPOSE_SERVICE, latched_qos, model_info
+from dualdiff_ros.nodes.models import model_info
+from dualdiff_ros.nodes.topics import MODEL_INFO_TOPIC, PROPOSE_SERVICE, latched_qos
 
 Response = ProposePlacements.Response
 REQUEST = dict(domain="cabinet", state=[1.0, 2.0, 1.0], num_samples=8, seed=3)

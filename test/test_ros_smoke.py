@@ -13,7 +13,7 @@ from rclpy.executors import MultiThreadedExecutor
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from std_msgs.msg import String
 
-from dualdiff_ros.nodes.common import call_sync
+from dualdiff_ros.nodes.calls import call_sync
 
 TIMEOUT = 20.0
 
@@ -114,7 +114,7 @@ import rclpy
 from geometry_msgs.msg import Point
 from rclpy.executors import ExternalShutdownException
 from dualdiff_interfaces.srv import ProposePlacements
-from dualdiff_ros.nodes.common import call_sync
+from dualdiff_ros.nodes.calls import call_sync
 
 def handle(request, response):
     response.result = ProposePlacements.Response.RESULT_OK

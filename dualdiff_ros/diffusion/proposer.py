@@ -75,14 +75,25 @@ def default_composition() -> CompositionConfig:
 
 @dataclass
 class Proposer:
+    """Proposals from one model or the composed two, with the fallback policy.
+
+    Classifier-free guidance is set in one place, `sampler.guidance`: the composition samples
+    with the same scale (set here on construction, `replace` included), so the product and a
+    model alone never disagree on it.
+    """
+
     composition: CompositionConfig = field(default_factory=default_composition)
     sampler: SamplerConfig = field(default_factory=default_sampler)
     policy: FallbackPolicy = field(default_factory=FallbackPolicy)
 
+    def __post_init__(self):
+        if self.composition.sampler.guidance != self.sampler.guidance:
+            self.composition = replace(self.composition,
+                                       sampler=replace(self.composition.sampler, guidance=self.sampler.guidance))
+
     def with_guidance(self, guidance: float) -> "Proposer":
         """This proposer with classifier-free guidance `guidance`, for one model alone and for the product."""
-        composition = replace(self.composition, sampler=replace(self.composition.sampler, guidance=guidance))
-        return replace(self, sampler=replace(self.sampler, guidance=guidance), composition=composition)
+        return replace(self, sampler=replace(self.sampler, guidance=guidance))
 
     def passes_per_sample(self, schedule, mode: str = "joint", guided: bool = False) -> int:
         """Network passes one proposal can cost (each expert counted): what a request budget counts.

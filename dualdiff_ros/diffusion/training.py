@@ -17,11 +17,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .cluster import Cluster
 from .lora import add_lora, merge_lora
 from .model import DiffusionModel
+from .progress import progress_bar
 from .sampling import target_moments
 from .train_state import StateFile, check_compatible, load_optimizer, load_state, optimizer_tensors, save_state
 
@@ -161,8 +161,8 @@ def run_training(model: DiffusionModel, rows, config: TrainConfig, data_sha256: 
             print(f"[train] {config.description}: resuming from step {first}/{total} ({state.path})")
     start = time.perf_counter()
     wrapped = cluster.wrap(net)
-    bar = tqdm(range(first, total), desc=config.description, disable=not (config.progress and cluster.is_main),
-               leave=False, mininterval=1.0, initial=first, total=total)
+    bar = progress_bar(range(first, total), desc=config.description, total=total, initial=first,
+                       disable=not (config.progress and cluster.is_main), leave=False, mininterval=1.0)
     for step in bar:
         if cursor + batch > n:
             perm, cursor = torch.randperm(n, generator=gen), 0

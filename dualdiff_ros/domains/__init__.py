@@ -14,5 +14,7 @@ def get_domain(name: str):
     raise ValueError(f"unknown domain {name!r}: use cabinet, round_table or overlap_<"
                      f"{'|'.join(OVERLAP_SETTINGS)}>")
 
+# The navigate-to domain: base poses in the PyBullet household (navigate_to.py, sim/), checked against a map.
+NAVIGATE_TO = "navigate_to"
 # What the placement service serves: domain -> (state size, target size).
-SERVED_DOMAINS = {"cabinet": (3, 3), "round_table": (3, 3), "navigate_to": (10, 2)}
+SERVED_DOMAINS = {"cabinet": (3, 3), "round_table": (3, 3), NAVIGATE_TO: (10, 2)}

@@ -26,12 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from dualdiff_ros.diffusion.checkpoint import save_checkpoint
 from dualdiff_ros.diffusion.denoisers import ResidualMLP, count_parameters
 from dualdiff_ros.diffusion.model import DiffusionModel
 from dualdiff_ros.diffusion.normalizer import Normalizer
+from dualdiff_ros.diffusion.progress import progress_bar
 from dualdiff_ros.diffusion.sampling import SamplerConfig, sample
 from dualdiff_ros.diffusion.schedules import NoiseSchedule
 from dualdiff_ros.diffusion.training import TrainConfig, evaluation_loss, train
@@ -345,7 +345,7 @@ def run_bench2d(output_dir, datasets=None, seeds=(0, 1, 2), quick: bool = False,
     real = {d: toy_dataset(d, settings.n_train, DEFAULT_SEED) for d in datasets}
     jobs = [(d, n, s) for d in datasets for s in seeds for n in names if (d, n, s) not in done]
     floors: dict[tuple, float] = {}
-    for dataset, name, seed in tqdm(jobs, desc="bench-2d", disable=not progress):
+    for dataset, name, seed in progress_bar(jobs, desc="bench-2d", disable=not progress):
         if (dataset, seed) not in floors:
             independent = toy_dataset(dataset, settings.n_generated, FLOOR_SEED_OFFSET + seed)
             floors[(dataset, seed)] = kl_divergence(real[dataset], independent)

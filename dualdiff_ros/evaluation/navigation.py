@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import sim
 from ..diffusion.proposer import Proposer
+from ..domains import NAVIGATE_TO
 from ..model_store import Recipe
 from ..navigate_to import MapCheck, PatchSpec, answer_with_map, conditions, map_features, spec_of
 from ..recipes import NAVIGATION_DATA, recipe
@@ -36,7 +37,7 @@ from ..training_jobs import (
 from .experiments import configurations, sample_configuration, summarize
 from .report import markdown_table
 
-DOMAIN = "navigate_to"
+DOMAIN = NAVIGATE_TO
 MODEL_CONFIGURATIONS = ("general", "scratch", "fine_tuned", "joint", "fine_tuned_joint", "corrected", "proposer")
 # "proposer_no_map": the served proposer asked without a map. "*_map": the answer after the map check,
 # as the placement service gives it with a map (more candidates drawn, the best valid ones kept).
@@ -281,7 +282,7 @@ def run_navigation_study(output_dir, settings: NavigationSettings | None = None)
             draw_navigation_scenes(shown, plot_proposals(configs, models, shown, settings, seed), output)
             plots.loss_curves({n: m.metadata["training"][-1]["losses"] for n, m in models.items()},
                               output / "navigation_loss.png")
-        result = {"study": "navigate_to", "settings": asdict(settings), "data": data_info, "rows": rows,
+        result = {"study": DOMAIN, "settings": asdict(settings), "data": data_info, "rows": rows,
                   "summary": summarize(rows, keys=METRICS), "train_seconds": train_seconds,
                   "seconds": round(time.time() - start, 1)}
         write_results(output, result)

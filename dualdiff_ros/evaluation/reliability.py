@@ -35,7 +35,7 @@ def _probes(client, record, announce, model_dir: Path) -> list[dict]:
     from dualdiff_interfaces.msg import ModelInfo
     from dualdiff_interfaces.srv import RecordObservation
 
-    from ..nodes.common import call_sync
+    from ..nodes.calls import call_sync
 
     def observation(state, target, task=""):
         reply = call_sync(record, RecordObservation.Request(domain=DOMAIN, task=task, state=state, target=target))
@@ -126,7 +126,7 @@ def _kill_rounds(model_dir: Path, work: Path, rounds: int, seconds: float) -> li
     from rclpy.context import Context
 
     from ..learning import ObservationStore
-    from ..nodes.common import call_sync
+    from ..nodes.calls import call_sync
 
     db = work / "kill9.sqlite"
     out = []
@@ -189,7 +189,7 @@ def run_reliability(model_dir: str, output: str, per_client: int = 100, kill_rou
     from .. import serving
     from ..bringup import running_nodes
     from ..client import ProposalClient
-    from ..nodes.common import MODEL_INFO_TOPIC, latched_qos
+    from ..nodes.topics import MODEL_INFO_TOPIC, latched_qos
 
     out = Path(output)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..domains import NAVIGATE_TO
+
 DOMAIN, STATE = "cabinet", (1.0, 2.0, 0.5)
 
 
@@ -45,7 +47,7 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
     from ..bringup import running_nodes
     from ..client import ProposalClient
 
-    request = (domain, list(STATE), None) if domain == DOMAIN else ("navigate_to", *navigate_request())
+    request = (domain, list(STATE), None) if domain == DOMAIN else (NAVIGATE_TO, *navigate_request())
     overrides = {"general_prior_node": {"domains": [domain]}, "placement_proposal_node": dict(overrides or {})}
     with running_nodes(model_dir, ("general_prior_node", "placement_proposal_node"), overrides) as (context, _):
         # One client for the latency phase: the throughput phase's other client nodes, idle but

@@ -17,22 +17,14 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from std_srvs.srv import Trigger
 
 from ..diffusion.checkpoint import CheckpointError, load_checkpoint, read_header
+from ..domains import SERVED_DOMAINS
 from ..model_store import ModelStore
-from ..serving import not_active
-from .common import (
-    MODEL_INFO_TOPIC,
-    TRAIN_HINT,
-    all_or_none_parameters,
-    check_domains,
-    declare,
-    declare_autostart,
-    latched_qos,
-    lifecycle_state,
-    log_transition,
-    model_info,
-    publish_diagnostics,
-    spin_node,
-)
+from ..serving import TRAIN_HINT, not_active
+from .checks import check_domains
+from .lifecycle import lifecycle_state, log_transition, publish_diagnostics, spin_node
+from .models import model_info
+from .parameters import all_or_none_parameters, declare, declare_autostart
+from .topics import MODEL_INFO_TOPIC, latched_qos
 
 NODE_NAME = "general_prior_node"
 
@@ -43,7 +35,7 @@ class GeneralPriorNode(LifecycleNode):
         all_or_none_parameters(self)
         declare(self, "model_dir", "~/.dualdiff/models",
                 "Folder of the ModelStore: <model_dir>/<domain>/general.safetensors.")
-        declare(self, "domains", ["cabinet", "round_table", "navigate_to"], "Domains whose general prior is announced.")
+        declare(self, "domains", list(SERVED_DOMAINS), "Domains whose general prior is announced.")
         declare_autostart(self)
         self.versions: dict[str, str] = {}  # domain -> announced version
         self.problems: list[str] = []

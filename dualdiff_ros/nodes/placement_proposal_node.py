@@ -30,25 +30,17 @@ from .. import serving
 from ..diffusion.checkpoint import CheckpointError
 from ..domains import SERVED_DOMAINS
 from ..maps import OccupancyMap, quaternion_to_yaw, yaw_to_quaternion
-from .common import (
+from .checks import check_sampling_settings
+from .lifecycle import lifecycle_state, log_transition, publish_diagnostics, spin_node
+from .parameters import all_or_none_parameters, declare, declare_autostart, declare_settings, settings_values
+from .topics import (
     HOME_CONTEXT_DEPTH,
     HOME_CONTEXT_TOPIC,
     MODEL_INFO_TOPIC,
     PROPOSAL_MARKERS_TOPIC,
     PROPOSALS_TOPIC,
     PROPOSE_SERVICE,
-    all_or_none_parameters,
-    check_sampling_settings,
-    declare,
-    declare_autostart,
-    declare_settings,
     latched_qos,
-    lifecycle_state,
-    log_transition,
-    publish_diagnostics,
-    settings_values,
-    specialized_checkpoints,
-    spin_node,
 )
 
 NODE_NAME = "placement_proposal_node"
@@ -149,7 +141,7 @@ class PlacementProposalNode(LifecycleNode):
                 self._load("general", domain, "", path)
             else:
                 self.get_logger().info(f"no general prior for {domain} at {path} (waiting for an announcement)")
-        for domain, task, path in specialized_checkpoints(store.root, SERVED_DOMAINS):
+        for domain, task, path in store.specialized_checkpoints(SERVED_DOMAINS):
             self._load("specialized", domain, task, path)
         for domain in SERVED_DOMAINS:
             if store.home_aware_path(domain).exists():

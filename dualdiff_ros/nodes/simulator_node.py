@@ -32,25 +32,18 @@ from visualization_msgs.msg import Marker, MarkerArray
 from .. import serving, sim
 from ..diffusion.checkpoint import CheckpointError
 from ..diffusion.proposer import MODES
+from ..domains import NAVIGATE_TO
 from ..model_store import ModelStore
+from ..serving import TRAIN_HINT
 from ..sim.dataset import FULL_SPECIALIZED_TRAIN_TASKS
 from ..sim.perception import step_map
-from .common import (
-    SCENE_MAP_TOPIC,
-    SCENE_MARKERS_TOPIC,
-    TRAIN_HINT,
-    all_or_none_parameters,
-    check_sampling_settings,
-    declare,
-    declare_settings,
-    latched_qos,
-    publish_diagnostics,
-    settings_values,
-    spin_node,
-)
+from .checks import check_sampling_settings
+from .lifecycle import publish_diagnostics, spin_node
+from .parameters import all_or_none_parameters, declare, declare_settings, settings_values
+from .topics import SCENE_MAP_TOPIC, SCENE_MARKERS_TOPIC, latched_qos
 
 NODE_NAME = "simulator_node"
-DOMAIN = "navigate_to"
+DOMAIN = NAVIGATE_TO
 EVALUATION_MODES = (*MODES, "ring")
 HELD_OUT_SEED = 1  # the specialized (ball) data's seed; held-out tasks follow its training tasks
 FEEDBACK_CHUNK = 5  # tasks per generation chunk when an action reports progress (results do not depend on it)

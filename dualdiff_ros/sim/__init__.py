@@ -4,6 +4,7 @@
     from dualdiff_ros.sim import general_dataset, specialized_datasets, evaluate_proposer, ring_proposer
 
 See docs/simulator.md for the world, the validity rule, the dataset format and measured rates.
+PyBullet (and its build banner) loads only when World, check_targets or benchmark_checks is used.
 """
 from .baseline import ring_proposer
 from .dataset import (
@@ -33,7 +34,6 @@ from .scene import (
                       generate_scene,
                       task_of,
 )
-from .world import World, benchmark_checks, check_targets
 
 __all__ = [
     "GENERAL_TYPES", "SPECIALIZED_TYPES", "STATE_DIM", "STATE_FIELDS", "TARGET_DIM", "NavigateData",
@@ -43,3 +43,14 @@ __all__ = [
     "TASKS", "WORLD_SIZE", "NavigateStep", "Scene", "generate_scene", "task_of", "World", "benchmark_checks",
     "check_targets",
 ]
+
+_SIMULATOR = ("World", "benchmark_checks", "check_targets")  # dualdiff_ros.sim.world: needs PyBullet
+
+
+def __getattr__(name: str):
+    """The PyBullet world's names, imported on first use (PEP 562)."""
+    if name in _SIMULATOR:
+        from . import world
+
+        return getattr(world, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..domains import NAVIGATE_TO
 from .geometry import facing_yaw, signed_distance
 from .scene import (
     GRIPPER_LENGTH,
@@ -35,7 +37,9 @@ from .scene import (
     generate_scene,
     type_code,
 )
-from .world import World
+
+if TYPE_CHECKING:
+    from .world import World
 
 DATASET_VERSION = 1
 STATE_FIELDS = ("object_x", "object_y", "object_width", "object_height", "object_yaw", "object_held",
@@ -195,6 +199,8 @@ def generate_tasks(seed: int, task_indices, keep_types,
     keep = frozenset(keep_types)
     stats = _new_stats()
     parts = []
+    from .world import World  # PyBullet: imported only when the simulator runs
+
     with World() as world:
         for task_index in task_indices:
             scene = generate_scene(seed, task_index)
@@ -210,21 +216,21 @@ def _chunk_job(args):
 
 
 def generate(seed: int, task_indices, keep_types, sampling: Sampling = Sampling(), progress: bool = False,
-             workers: int = 1, chunk: int = 200, name: str = "navigate_to", on_progress=None) -> NavigateData:
+             workers: int = 1, chunk: int = 200, name: str = NAVIGATE_TO, on_progress=None) -> NavigateData:
     """Dataset over ``task_indices`` with metadata; ``workers`` > 1 spreads chunks over processes.
 
     Each task draws from its own (seed, task index) streams, so the result is the same for any
     number of workers or chunk size. ``on_progress(tasks_done, tasks_total, points)`` is called
     after each chunk; an exception it raises stops the generation (a cancel).
     """
-    from tqdm.auto import tqdm
+    from ..diffusion.progress import progress_bar
 
     task_indices = [int(i) for i in task_indices]
     chunks = [task_indices[a:a + chunk] for a in range(0, len(task_indices), chunk)]
     jobs = [(seed, c, tuple(keep_types), sampling) for c in chunks]
     t0 = time.perf_counter()
     parts, stats = [], _new_stats()
-    bar = tqdm(total=len(task_indices), disable=not progress, desc=name, unit="task")
+    bar = progress_bar(total=len(task_indices), disable=not progress, desc=name, unit="task")
     pool = ProcessPoolExecutor(workers, mp_context=get_context("spawn")) if workers > 1 else None
     try:
         results = pool.map(_chunk_job, jobs) if pool else map(_chunk_job, jobs)

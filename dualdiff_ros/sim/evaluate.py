@@ -15,7 +15,6 @@ import numpy as np
 from .baseline import ring_proposer  # noqa: F401  (re-exported: the baseline lives beside the harness)
 from .dataset import NavigateData
 from .scene import OBJECT_TYPES, generate_scene
-from .world import World
 
 
 @dataclass
@@ -75,6 +74,8 @@ def _check_all(held_out: HeldOut, proposals: np.ndarray, on_progress=None) -> np
     """Validity ``[n, k]``: one world, one scene build per task, the floor set per step."""
     valid = np.zeros(proposals.shape[:2], dtype=bool)
     done = 0
+    from .world import World  # PyBullet: imported only when the simulator runs
+
     with World() as world:
         for rows in _groups(np.column_stack([held_out.seed, held_out.task_index])):
             scene = generate_scene(int(held_out.seed[rows[0]]), int(held_out.task_index[rows[0]]))

@@ -45,8 +45,9 @@ def dataset_features(data, spec: PatchSpec, progress: bool = False) -> np.ndarra
     out = np.zeros((len(data.states), spec.feature_dim), dtype=np.float32)
     groups = state_maps(data.seed, data.task_index, data.step)
     if progress:
-        from tqdm.auto import tqdm
-        groups = tqdm(groups, desc="map patches", unit="state")
+        from ..diffusion.progress import progress_bar
+
+        groups = progress_bar(groups, desc="map patches", unit="state")
     for rows, grid in groups:
         # Rows of one step share the object and the map, so one patch serves them all.
         out[rows] = map_features(grid, data.states[rows[:1]], spec)[0]

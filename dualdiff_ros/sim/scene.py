@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..navigate_to import ROBOT_RADIUS  # the robot's footprint: one value for the simulator and the service
 from .geometry import aabb, as_rects, rects_overlap
 
 WORLD_SIZE = 20.0
-ROBOT_RADIUS = 2.0
 GRIPPER_LENGTH = 2.0
 REACH = ROBOT_RADIUS + GRIPPER_LENGTH  # centre to gripper tip
 

@@ -1,0 +1,43 @@
+"""What a node refuses, with the reason and the fix.
+
+Parameter values outside their choices, sampling settings that make no Proposer, unknown domains.
+"""
+from __future__ import annotations
+
+from rcl_interfaces.msg import SetParametersResult
+
+from ..domains import SERVED_DOMAINS
+from ..serving import proposer_from
+from .parameters import settings_values
+
+
+def check_sampling_settings(node, settings, params):
+    """An on-set-parameters result: refused unless the sampling settings, changed by `params`, make a Proposer."""
+    try:
+        proposer_from(settings_values(node, settings, params))
+    except ValueError as err:
+        return SetParametersResult(successful=False, reason=str(err))
+    return SetParametersResult(successful=True)
+
+
+def check_choice(name: str, value, choices) -> str | None:
+    """None when `value` is allowed, else the reason (for an on-set-parameters callback)."""
+    return None if value in choices else f"{name}={value!r}: use one of {', '.join(map(repr, choices))}"
+
+
+def check_choices(params, choices: dict):
+    """An on-set-parameters result refusing any parameter in `choices` ({name: allowed}) set to another value."""
+    for p in params:
+        if p.name in choices:
+            reason = check_choice(p.name, p.value, choices[p.name])
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+    return SetParametersResult(successful=True)
+
+
+def check_domains(domains) -> str | None:
+    """None when every domain is served, else the first unknown one and the served ones."""
+    unknown = [d for d in domains if d not in SERVED_DOMAINS]
+    if unknown:
+        return f"unknown domain {unknown[0]!r}: served domains are {', '.join(SERVED_DOMAINS)}"
+    return None
