@@ -46,7 +46,8 @@ def test_the_trainer_reads_its_parameters_when_it_uses_them(tmp_path):
         assert "only 0 observations stored for cabinet" in problem and "node/record_observation" in problem
         values["retrain_every"] = 0
         trainer.record("cabinet", "", [1.0, 2.0, 0.5], [1.5, 2.2, 0.9])
-        assert [(d, t, n) for d, t, n, _ in contexts] == [("cabinet", "", 1)]
+        assert [(d, t, n) for d, t, n, _, _ in contexts] == [("cabinet", "", 1)]
+        assert contexts[0][4].shape == (1, 3)  # the observation itself, in the home's frame
         trainer.record("navigate_to", "", [0.0] * 10, [0.0, 0.0])  # not a home family: no context
         assert len(contexts) == 1
     finally:

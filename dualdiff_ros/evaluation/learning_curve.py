@@ -390,7 +390,9 @@ def margin_sweep(rows: list[dict], margins) -> list[dict]:
             scores = r["check_scores"]
             best = max(scores, key=scores.get)
             way = best if scores[best] - scores.get("home_aware", -np.inf) >= m else "home_aware"
-            chosen = by[(r["home"], r["observations"], WAY_ROWS[way])]
+            chosen = by.get((r["home"], r["observations"], WAY_ROWS[way]))
+            if chosen is None:  # that way's row was not measured (no guidance-1 home-aware row)
+                continue
             per_n.setdefault(r["observations"], []).append(chosen)
         for n, chosen in sorted(per_n.items()):
             out.append({"observations": n, "margin": m, "homes": len(chosen),
