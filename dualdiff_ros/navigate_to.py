@@ -188,6 +188,18 @@ def best_valid(targets: np.ndarray, scores: np.ndarray, valid: np.ndarray, num_s
     return targets[idx], scores[idx]
 
 
+def footprint_state(state, object_index) -> np.ndarray:
+    """The object's footprint of any domain's state, laid out as a navigate-to state (what the map check reads).
+
+    `object_index` gives the state's indices of the object's x, y, width, height and yaw (a spec's
+    `map_check.object`); MapCheck, the ring search and pose_yaws read only those first five numbers,
+    so the rest stay 0. For the navigate-to state itself the five are its own first five.
+    """
+    out = np.zeros(STATE_SIZE)
+    out[:5] = np.asarray(state, dtype=np.float64)[list(object_index)]
+    return out
+
+
 def pose_yaws(state, targets) -> np.ndarray:
     """Yaw of each base pose: facing the object's centre, as the map check and the simulator assume."""
     xy, _, _ = object_footprint_from_state(state)

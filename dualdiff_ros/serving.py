@@ -26,8 +26,8 @@ from .diffusion.model import DiffusionModel
 from .diffusion.proposer import MODES, FallbackPolicy, Proposer, default_sampler
 from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
-from .domains import NAVIGATE_TO, SERVED_DOMAINS
 from .domains.homes import home_frame
+from .domains.spec import BUILTIN_SPECS, NAME, DomainSpec
 from .learning import home_check
 from .learning.in_context import (
     MAX_CONTEXT_POINTS,
@@ -43,17 +43,15 @@ from .learning.in_context import summary as context_summary
 from .limits import DEFAULT_MARGIN, PlausibleRange
 from .maps import OccupancyMap
 from .model_store import ModelStore, check_task
+from .spec_training import answers_in_world, known_builtin, spec_in_metadata, state_meaning
 
 # Result codes, as in ProposePlacements.srv (test_serving checks they agree).
 RESULT_OK, RESULT_INVALID_REQUEST, RESULT_MODEL_UNAVAILABLE, RESULT_INTERNAL_ERROR = 0, 1, 2, 3
 RESULT_NO_VALID_PROPOSAL = 4
-MAPPED_DOMAINS = (NAVIGATE_TO,)  # domains whose answers are checked against the robot's map
 HOME_AWARE = "home_aware"           # the mode (and model slot) of the home-aware prior
 SERVICE_MODES = (*MODES, HOME_AWARE)
 MAX_NAME_BYTES = 64   # domain, task and mode are short names; anything longer is refused unread
 QUOTE_CHARS = 32      # at most this much of an untrusted string goes into a message or a log line
-STATE_MEANING = {"cabinet": "the cabinet's x, y, z", "round_table": "the table's x, y, z",
-                 NAVIGATE_TO: "the 10 navigate-to features"}
 TRAIN_HINT = "create it with `dualdiff train` (see `dualdiff train --help`)"
 
 
@@ -265,17 +263,38 @@ class HomeContexts:
 
 
 class ModelSlots:
-    """Loaded models by (role, domain, task). A request takes its pair in one locked read."""
+    """Loaded models by (role, domain, task), each with its domain's spec. A request takes its pair in one locked read.
+
+    The spec comes from the checkpoint's header (spec_training.spec_in_metadata: a built-in
+    domain's older files get the built-in spec), so a domain is served as soon as a model of it is
+    loaded: no list of domains to edit.
+    """
 
     def __init__(self):
         self._lock = threading.Lock()
         self._models: dict[tuple[str, str, str], DiffusionModel] = {}
+        self._specs: dict[tuple[str, str, str], DomainSpec] = {}
         self._refused: dict[tuple[str, str, str], str] = {}  # why the last file offered for a slot was refused
 
     def put(self, key: tuple[str, str, str], model: DiffusionModel) -> None:
+        spec = spec_in_metadata(key[1], model.metadata, f"{key[0]} model {model.metadata.get('version', '')}")
         with self._lock:
             self._models[key] = model
+            if spec is not None:
+                self._specs[key] = spec
+            else:
+                self._specs.pop(key, None)
             self._refused.pop(key, None)
+
+    def spec(self, domain: str) -> DomainSpec | None:
+        """The spec of `domain`'s loaded general prior, else of any loaded model of it, else None."""
+        with self._lock:
+            general = self._specs.get(("general", domain, ""))
+            return general or next((s for k, s in self._specs.items() if k[1] == domain), None)
+
+    def domains(self) -> set[str]:
+        with self._lock:
+            return {key[1] for key in self._specs}
 
     def refuse(self, key: tuple[str, str, str], reason: str) -> None:
         with self._lock:
@@ -302,6 +321,7 @@ class ModelSlots:
         """Release every model (a lifecycle cleanup); a running request keeps the pair it took."""
         with self._lock:
             self._models.clear()
+            self._specs.clear()
             self._refused.clear()
 
     def versions(self) -> dict[str, str]:
@@ -323,7 +343,8 @@ def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> Diffusi
 
     An announcement on /dualdiff/model_info can come from any node on the network, so the file
     must lie under this service's model_dir and say (in its verified header) that it is a
-    model of this role, domain and task, with the domain's sizes.
+    model of this role, domain and task, with the sizes of the domain's spec (the header's own,
+    or the built-in spec of an older file of a built-in domain).
     """
     root = Path(model_dir).expanduser().resolve()
     path = Path(path).expanduser()
@@ -338,8 +359,13 @@ def load_for_slot(role: str, domain: str, task: str, path, model_dir) -> Diffusi
     wrong = {k: meta.get(k, "") for k, v in want.items() if meta.get(k, "") != v}
     if wrong:
         raise CheckpointError(f"{path} is a model of {wrong}, not of {want}: refused for this slot")
-    state_size, target_size = SERVED_DOMAINS[domain]
-    spec = navigate_to.spec_of(model) if domain in MAPPED_DOMAINS else None
+    domain_spec = spec_in_metadata(domain, meta, str(path))
+    if domain_spec is None:
+        raise CheckpointError(f"{path} carries no domain spec for {domain} (another domain's, or none: a file "
+                              f"from before specs of a domain that is not built-in): retrain it with `dualdiff "
+                              f"train --spec SPEC --data ...`, which stores the spec in the checkpoint")
+    state_size, target_size = domain_spec.state_dim, domain_spec.target_dim
+    spec = navigate_to.spec_of(model)  # the map patch, for a model that sees the map (navigate-to's)
     context = context_size(model_context_kind(model)) if role == HOME_AWARE else 0
     condition_size = state_size + (spec.feature_dim if spec else 0) + context
     if (model.condition_dim, model.target_dim) != (condition_size, target_size):
@@ -375,6 +401,12 @@ class Request:
     min_separation: float
     general: DiffusionModel | None
     specialized: DiffusionModel | None
+    spec: DomainSpec | None = None   # the domain's spec: sizes, frame, map check
+
+    @property
+    def map_state(self) -> np.ndarray:
+        """The object's footprint as the map check reads it (navigate_to.footprint_state)."""
+        return navigate_to.footprint_state(self.state, self.spec.map_object_index)
 
 
 @dataclass
@@ -434,14 +466,26 @@ class PlacementService:
     def proposer(self) -> Proposer:
         return self._settings[0]
 
+    def spec_for(self, domain: str) -> DomainSpec | None:
+        """The spec `domain` is served with: its loaded models', a built-in's, or None (not served)."""
+        spec = self.slots.spec(domain)
+        if spec is None and domain in BUILTIN_SPECS:
+            spec = known_builtin(domain)
+        return spec
+
+    def served(self) -> list[str]:
+        """Every domain a request may name now: the built-in ones and those with a model loaded."""
+        return sorted(set(BUILTIN_SPECS) | self.slots.domains())
+
     def answer(self, domain: str, task: str, mode: str, state, num_samples: int, seed: int = 0,
                grid: OccupancyMap | None = None, min_separation: float = 0.0) -> Answer:
         """Proposals for one request, best score first, or Refused naming the problem and the fix.
 
         In stages: 1. validate the request, 2. choose the answering models (the home-aware prior,
         checked against the home's observations, or the general / specialized pair), 3. check the
-        cost, 4. draw (with a `grid`, navigate_to only: the map joins the condition, `map.oversample`
-        times the candidates are drawn and only those the map allows are kept), 5. post-process
+        cost, 4. draw (with a `grid`, for a domain whose spec has a map_check: a model that sees the map
+        has it in its condition, `map.oversample` times the candidates are drawn and only those the map
+        allows are kept), 5. post-process
         (`min_separation` > 0: the best-scored proposals at least that far apart), 6. assemble.
         """
         proposer, values = self._settings  # settings, like models, are fixed for the whole request
@@ -449,7 +493,7 @@ class PlacementService:
         request = self._validate(domain, task, mode, state, num_samples, min_separation, values)
         # 2. choose the answering models
         route = self._route(request, proposer, values)
-        if grid is not None and request.domain not in MAPPED_DOMAINS:
+        if grid is not None and request.spec.map_check is None:
             route.notes.append(f"the map was ignored: {request.domain} proposals are not checked against a map")
             grid = None
         drawn_per_request = (navigate_to.candidates_for(request.num_samples, float(values["distinct.oversample"]))
@@ -473,8 +517,8 @@ class PlacementService:
         return self._assemble(route, request, drawn, targets, scores)
 
     def _validate(self, domain, task, mode, state, num_samples, min_separation, values) -> "Request":
-        domain, task, mode = check_names(domain, task, mode)
-        state = check_state(domain, state)
+        domain, task, mode, spec = check_names(domain, task, mode, self.spec_for, self.served)
+        state = check_state(spec, state)
         general, specialized = self.slots.pair(domain, task)
         check_plausible(domain, state, general or specialized, float(values["limits.state_margin"]))
         max_samples = int(values["max_samples"])
@@ -484,7 +528,8 @@ class PlacementService:
         if not (math.isfinite(min_separation) and min_separation >= 0):
             raise Refused(RESULT_INVALID_REQUEST, f"min_separation {min_separation} must be a finite distance >= 0 "
                           "(0 = proposals may lie close together)")
-        return Request(domain, task, mode, state, int(num_samples), float(min_separation), general, specialized)
+        return Request(domain, task, mode, state, int(num_samples), float(min_separation), general, specialized,
+                       spec)
 
     def _route(self, request: "Request", proposer: Proposer, values: dict) -> "Route":
         """Which models answer: the home-aware prior or the pair, the checked way when a home has a context."""
@@ -578,13 +623,14 @@ class PlacementService:
 
         def draw(n: int):
             runs.append(route.proposer.propose(route.general, route.specialized, condition, n, route.mode, seed))
-            return runs[-1].targets, runs[-1].scores
+            # a model that learned in its spec's frame answers there: the map check and the reply need the world
+            return answers_in_world(route.model, request.state[None], runs[-1].targets), runs[-1].scores
 
         if grid is None:
             targets, scores = ranked(*draw(num_samples))
             return Drawn(targets, scores, runs[-1], len(targets), len(targets))
         check = map_check_from(values)
-        checked = navigate_to.answer_with_map(draw, grid, request.state, num_samples, check,
+        checked = navigate_to.answer_with_map(draw, grid, request.map_state, num_samples, check,
                                               float(values["map.oversample"]), int(values["map.ring_search"]), seed)
         if checked.valid == 0:
             raise Refused(RESULT_NO_VALID_PROPOSAL, f"none of the {checked.drawn} candidates passed the map "
@@ -607,7 +653,7 @@ class PlacementService:
                       "; ".join(m for m in (*route.notes, result.message) if m), result.diagnostics,
                       general.metadata.get("version", "") if general is not None else "",
                       specialized.metadata.get("version", "") if used_specialized else "",
-                      navigate_to.pose_yaws(request.state, targets) if request.domain in MAPPED_DOMAINS else None,
+                      navigate_to.pose_yaws(request.map_state, targets) if request.spec.map_check else None,
                       drawn.drawn, drawn.valid)
 
     def _resolve_mode(self, domain, task, mode, general, specialized, general_without_specialist: bool):
@@ -724,15 +770,22 @@ def distinct(targets: np.ndarray, scores: np.ndarray, n: int, min_separation: fl
     return targets[kept], scores[kept]
 
 
-def check_names(domain: str, task: str, mode: str) -> tuple[str, str, str]:
-    """(domain, task, mode) of a request, sizes checked before anything else reads them."""
+def check_names(domain: str, task: str, mode: str, spec_for, served) -> tuple[str, str, str, DomainSpec]:
+    """(domain, task, mode, the domain's spec) of a request, sizes checked before anything else reads them.
+
+    `spec_for(domain)` is the domain's spec or None (PlacementService.spec_for); `served()` the
+    names a request may use, for the message.
+    """
     for name, value in (("domain", domain), ("task", task), ("mode", mode)):
         size = len(value.encode("utf-8", "replace"))
         if size > MAX_NAME_BYTES:
             raise Refused(RESULT_INVALID_REQUEST, f"{name} is {size} bytes, more than {MAX_NAME_BYTES}: "
                           f"send a short name (it starts {quote(value)})")
-    if domain not in SERVED_DOMAINS:
-        raise Refused(RESULT_INVALID_REQUEST, f"unknown domain {quote(domain)}: use one of {', '.join(SERVED_DOMAINS)}")
+    spec = spec_for(domain) if NAME.fullmatch(domain) else None
+    if spec is None:
+        raise Refused(RESULT_INVALID_REQUEST, f"unknown domain {quote(domain)}: use one of {', '.join(served())} "
+                      "(a domain of your own is served once its general prior, `dualdiff train --spec SPEC --data "
+                      "PARQUET`, is in model_dir or announced)")
     try:
         task = check_task(task)
     except ValueError as err:
@@ -741,7 +794,7 @@ def check_names(domain: str, task: str, mode: str) -> tuple[str, str, str]:
     if mode not in SERVICE_MODES:
         raise Refused(RESULT_INVALID_REQUEST, f"unknown mode {quote(mode)}: use '' or one of "
                       f"{', '.join(SERVICE_MODES)}")
-    return domain, task, mode
+    return domain, task, mode, spec
 
 
 def check_vector(name: str, values, size: int) -> str | None:
@@ -754,11 +807,11 @@ def check_vector(name: str, values, size: int) -> str | None:
     return None
 
 
-def check_state(domain: str, state) -> np.ndarray:
-    problem = check_vector("state", state, SERVED_DOMAINS[domain][0])
+def check_state(spec: DomainSpec, state) -> np.ndarray:
+    """The request's state as numbers, or Refused naming its size, the spec's size and fields."""
+    problem = check_vector("state", state, spec.state_dim)
     if problem:
-        meaning = STATE_MEANING.get(domain, "its features")
-        raise Refused(RESULT_INVALID_REQUEST, f"{problem} ({domain} state = {meaning})")
+        raise Refused(RESULT_INVALID_REQUEST, f"{problem} ({spec.name} state = {state_meaning(spec)})")
     return np.asarray(state, dtype=np.float64)
 
 

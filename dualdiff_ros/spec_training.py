@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import replace
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -240,10 +241,15 @@ def targets_for_model(model: DiffusionModel, states, targets) -> np.ndarray:
     What a specialist trained on a robot's observations, or a plausibility check against the
     prior's target box, must use.
     """
-    spec = spec_of_model(model)
-    if spec is None or model.metadata.get(TARGETS_IN, "world") == "world":
+    return targets_in_model_frame(model.metadata, states, targets)
+
+
+def targets_in_model_frame(metadata: dict, states, targets) -> np.ndarray:
+    """`targets_for_model` from a checkpoint's metadata alone (its header: no weights needed)."""
+    data = metadata.get(SPEC_KEY)
+    if not data or metadata.get(TARGETS_IN, "world") == "world":
         return np.asarray(targets, dtype=np.float64)
-    return spec.to_local(states, targets)
+    return DomainSpec.from_dict(data, f"checkpoint {metadata.get('version', '')}").to_local(states, targets)
 
 
 def domains_in(model_dir) -> dict[str, DomainSpec]:
@@ -253,7 +259,6 @@ def domains_in(model_dir) -> dict[str, DomainSpec]:
     spec of its folder's name (cabinet, round_table, navigate_to); other folders are left out.
     """
     from .diffusion.checkpoint import CheckpointError, read_header
-    from .domains.spec import BUILTIN_SPECS, builtin_spec
 
     found = {}
     root = Path(model_dir).expanduser()
@@ -263,14 +268,44 @@ def domains_in(model_dir) -> dict[str, DomainSpec]:
             metadata = read_header(path)["metadata"]
         except CheckpointError:
             continue  # a damaged or half-written file: the loader reports it when it is asked for
-        data = metadata.get(SPEC_KEY)
-        if data:
-            spec = DomainSpec.from_dict(data, str(path))
-            if spec.name == name:
-                found[name] = spec
-        elif name in BUILTIN_SPECS:
-            found[name] = builtin_spec(name)
+        spec = spec_in_metadata(name, metadata, str(path))
+        if spec is not None:
+            found[name] = spec
     return found
+
+
+def spec_in_metadata(domain: str, metadata: dict, source: str = "<checkpoint>") -> DomainSpec | None:
+    """The spec of a checkpoint of `domain` (its header's, or the built-in one of an older file), or None.
+
+    None when the header carries no spec and `domain` is not built-in, or carries another domain's
+    spec: such a file cannot be served as `domain`.
+    """
+    from .domains.spec import BUILTIN_SPECS
+
+    data = metadata.get(SPEC_KEY)
+    if data:
+        spec = DomainSpec.from_dict(data, source)
+        return spec if spec.name == domain else None
+    return known_builtin(domain) if domain in BUILTIN_SPECS else None
+
+
+@lru_cache(maxsize=None)
+def known_builtin(name: str) -> DomainSpec:
+    """builtin_spec, read once per process (every request and observation asks for it)."""
+    from .domains.spec import builtin_spec
+
+    return builtin_spec(name)
+
+
+def catalogue(model_dir) -> dict[str, DomainSpec]:
+    """What the nodes serve and record: every built-in domain, and every domain `domains_in(model_dir)` finds.
+
+    A built-in domain is known before its prior exists (its sizes are fixed), so a request for it
+    hears "train it" rather than "unknown domain"; a domain of the user's is known from its prior's spec.
+    """
+    from .domains.spec import BUILTIN_SPECS
+
+    return {**{name: known_builtin(name) for name in BUILTIN_SPECS}, **domains_in(model_dir)}
 
 
 def state_meaning(spec: DomainSpec) -> str:

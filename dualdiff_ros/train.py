@@ -22,11 +22,11 @@ DEFAULT_MODEL_DIR = "artifacts/models"
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `dualdiff train`, shared with `python -m dualdiff_ros.train`."""
     from .diffusion.cluster import DEVICES
-    from .domains import SERVED_DOMAINS
+    from .domains.spec import BUILTIN_SPECS
     from .learning.in_context import CONTEXT_KINDS
     from .recipes import RECIPES
 
-    p.add_argument("--domain", nargs="+", default=None, choices=list(SERVED_DOMAINS),
+    p.add_argument("--domain", nargs="+", default=None, choices=list(BUILTIN_SPECS),
                    help="built-in domains to train from their generators (default: cabinet round_table)")
     p.add_argument("--spec", default=None, metavar="FILE",
                    help="train the domain of this spec (YAML, or a built-in name) from the Parquet rows of --data "

@@ -16,5 +16,3 @@ def get_domain(name: str):
 
 # The navigate-to domain: base poses in the PyBullet household (navigate_to.py, sim/), checked against a map.
 NAVIGATE_TO = "navigate_to"
-# What the placement service serves: domain -> (state size, target size).
-SERVED_DOMAINS = {"cabinet": (3, 3), "round_table": (3, 3), NAVIGATE_TO: (10, 2)}

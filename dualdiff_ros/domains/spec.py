@@ -129,6 +129,13 @@ class DomainSpec:
     def state_index(self, name: str) -> int:
         return self.state_names.index(name)
 
+    @property
+    def map_object_index(self) -> list[int]:
+        """State indices of the map check's object x, y, width, height, yaw (MAP_OBJECT_KEYS order)."""
+        if self.map_check is None:
+            raise ValueError(f"{self.name} has no map_check: its answers are not checked against a map")
+        return [self.state_index(self.map_check.object[key]) for key in MAP_OBJECT_KEYS]
+
     # ---- frames -----------------------------------------------------------------------------
     @property
     def origin_index(self) -> list[int]:

@@ -19,13 +19,23 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from ..diffusion.checkpoint import CheckpointError, read_header
-from ..domains import SERVED_DOMAINS
 from ..domains.homes import FAMILY_DOMAINS, home_frame
+from ..domains.spec import BUILTIN_SPECS, NAME, DomainSpec
 from ..limits import PlausibleRange, check_absolute
 from ..model_store import SPECIALIZATION_METHODS, ModelStore, Recipe, check_task, save, train_specialized
 from ..navigate_to import model_conditions
 from ..recipes import recipe as named_recipe
 from ..serving import TRAIN_HINT, check_vector, quote
+from ..spec_training import (
+    SPEC_KEY,
+    catalogue,
+    mark_spec,
+    spec_in_metadata,
+    spec_of_model,
+    spec_recipe,
+    targets_for_model,
+    targets_in_model_frame,
+)
 from .in_context import context_points
 from .in_context import summary as context_summary
 from .observations import ObservationStore
@@ -61,10 +71,16 @@ def label(domain: str, task: str) -> str:
     return domain + (f"/{task}" if task else "")
 
 
-def check_domain_and_task(domain: str, task: str) -> str | None:
-    """None for a served domain and a well-formed task name, else the reason and the fix."""
-    if domain not in SERVED_DOMAINS:
-        return f"unknown domain {quote(domain)}: use one of {', '.join(SERVED_DOMAINS)}"
+def check_domain_and_task(domain: str, task: str, known=None) -> str | None:
+    """None for a known domain and a well-formed task name, else the reason and the fix.
+
+    `known`: the domain names this robot knows (spec_training.catalogue: the built-in ones and
+    each with a spec-carrying general prior); None = the built-in ones.
+    """
+    known = list(BUILTIN_SPECS if known is None else known)
+    if domain not in known:
+        return (f"unknown domain {quote(domain)}: use one of {', '.join(known)} (a domain of your own is known once "
+                "its general prior, `dualdiff train --spec SPEC --data PARQUET`, is in model_dir)")
     try:
         check_task(task)
     except ValueError as err:
@@ -72,15 +88,15 @@ def check_domain_and_task(domain: str, task: str) -> str | None:
     return None
 
 
-def selection(domain: str, task: str, any_task: bool) -> tuple[str | None, str | None]:
-    """(domain, task) filters of a list/forget request: None = any; names checked like observations'."""
+def selection(domain: str, task: str, any_task: bool, known=None) -> tuple[str | None, str | None]:
+    """(domain, task) filters of a list/forget request: None = any; names checked like observations' (`known`)."""
     if not domain:
         if task or any_task:
             raise ValueError("a task needs its domain: set domain too")
         return None, None
     if any_task and task:
         raise ValueError("any_task and a task name exclude each other: leave task empty")
-    problem = check_domain_and_task(domain, "" if any_task else task)
+    problem = check_domain_and_task(domain, "" if any_task else task, known)
     if problem:
         raise ValueError(problem)
     return domain, None if any_task else task
@@ -98,9 +114,15 @@ def home_context(domain: str, rows) -> tuple[int, list[float], np.ndarray]:
     return len(rows), context_summary(local).tolist(), context_points(local)
 
 
-def on_robot_recipe(domain: str, fine_tune_epochs: int = 0, scratch_epochs: int = 0, batch_size: int = 0) -> Recipe:
-    """The domain's recipe from the registry, with the node's epoch and batch overrides (0 = the recipe's)."""
-    recipe = named_recipe(ON_ROBOT_RECIPE, domain)
+def on_robot_recipe(domain: str, fine_tune_epochs: int = 0, scratch_epochs: int = 0, batch_size: int = 0,
+                    spec: DomainSpec | None = None) -> Recipe:
+    """The domain's recipe, with the node's epoch and batch overrides (0 = the recipe's).
+
+    A prior trained from a spec (`dualdiff train --spec`) specializes with the recipe its spec
+    gives (spec_training.spec_recipe: the spec's `recipes.full` sizes over the registry's); an
+    older prior of a built-in domain with the registry's recipe, as before specs.
+    """
+    recipe = spec_recipe(spec, ON_ROBOT_RECIPE) if spec is not None else named_recipe(ON_ROBOT_RECIPE, domain)
     return replace(recipe,
                    fine_tune=replace(recipe.fine_tune, epochs=fine_tune_epochs or recipe.fine_tune.epochs,
                                      batch_size=batch_size or recipe.fine_tune.batch_size),
@@ -166,26 +188,60 @@ class Trainer:
     # ---- observations -----------------------------------------------------------------------
     def check_observation(self, domain: str, task: str, state, target) -> str | None:
         """None for an observation worth learning from, else why not (size, finiteness, plausible range)."""
-        problem = check_domain_and_task(domain, task)
+        header = self._prior_header(domain)
+        spec = self.spec(domain, header)
+        if spec is None:
+            return check_domain_and_task(domain, task, [d for d in self.known() if d != domain]) or (
+                f"the general prior of {quote(domain)} carries no spec of that domain: retrain it with `dualdiff train "
+                "--spec`")
+        problem = check_domain_and_task(domain, task, [domain])
         if problem:
             return problem
-        state_size, target_size = SERVED_DOMAINS[domain]
-        problem = check_vector("state", state, state_size) or check_vector("target", target, target_size)
+        problem = check_vector("state", state, spec.state_dim) or check_vector("target", target, spec.target_dim)
         if problem:
-            return problem
-        plausible = self.plausible(domain)
-        if plausible is None:  # no prior yet: only the absurd is refused now; training checks the range
+            return (f"{problem} ({spec.name}: state {', '.join(spec.state_names)}; "
+                    f"target {', '.join(spec.target_names)})")
+        if header is None:  # no prior yet: only the absurd is refused now; training checks the range
             return check_absolute("state", state) or check_absolute("target", target)
-        problem = plausible.check_state(state) or plausible.check_target(state, target)
+        problem = self._implausible(self._plausible(domain, header), header, state, target)
         return problem and problem + "; refused, not stored (parameter limits.margin widens the range)"
+
+    def known(self) -> list[str]:
+        """The domains this robot knows now (spec_training.catalogue of model_dir)."""
+        return list(catalogue(self.models.root))
+
+    def spec(self, domain: str, header: dict | None = None) -> DomainSpec | None:
+        """The domain's spec: its general prior's (the header's, or built-in), a built-in's, or None (unknown)."""
+        header = self._prior_header(domain) if header is None else header
+        return spec_in_metadata(domain, header["metadata"] if header else {}, str(self.models.general_path(domain)))
 
     def plausible(self, domain: str) -> PlausibleRange | None:
         """The domain's plausible range from its general prior's header, or None while it has no prior."""
+        header = self._prior_header(domain)
+        return None if header is None else self._plausible(domain, header)
+
+    def _prior_header(self, domain: str) -> dict | None:
+        if not NAME.fullmatch(domain):  # never a path from an unchecked name
+            return None
         try:
-            header = read_header(self.models.general_path(domain))
+            return read_header(self.models.general_path(domain))
         except CheckpointError:
             return None
+
+    def _plausible(self, domain: str, header: dict) -> PlausibleRange:
         return PlausibleRange.from_header(domain, header, self.setting("limits.margin"))
+
+    @staticmethod
+    def _implausible(plausible: PlausibleRange, header: dict, state, target) -> str | None:
+        """Why (state, target) lies outside the prior's range, or None; the target in the prior's frame.
+
+        A robot stores world targets; a prior that learned in its spec's frame (an SE(2) frame turns
+        with the furniture) keeps its target range there, so the target is turned into it first.
+        """
+        metadata = header.get("metadata", {})
+        if metadata.get(SPEC_KEY):
+            target = targets_in_model_frame(metadata, [state], [target])[0]
+        return plausible.check_state(state) or plausible.check_target(state, target)
 
     def record(self, domain: str, task: str, state, target, stamp=None) -> tuple[int, int]:
         """Store durably; (id, total for this domain/task). May start a background retrain."""
@@ -198,12 +254,12 @@ class Trainer:
 
     def list_rows(self, domain: str, task: str, any_task: bool, limit: int, offset: int) -> list:
         """Stored rows of a list request (ValueError for a bad selection, sqlite3.Error from the store)."""
-        domain, task = selection(domain, task, any_task)
+        domain, task = selection(domain, task, any_task, self._listable())
         return self.store.list(domain, task, limit=limit, offset=offset)
 
     def forget(self, domain: str, task: str, any_task: bool, all_of_domain_task: bool, ids) -> int:
         """Forget a request's observations; how many. ValueError for a bad request, sqlite3.Error from the store."""
-        domain, task = selection(domain, task, any_task)
+        domain, task = selection(domain, task, any_task, self._listable())
         touched = self._pairs(domain, task)  # before: a pair forgotten whole must hear its count 0
         if all_of_domain_task:
             if domain is None:
@@ -217,12 +273,16 @@ class Trainer:
             self.publish_context(d, t)
         return forgotten
 
+    def _listable(self) -> list[str]:
+        """Domains a list or forget request may name: the known ones and any with stored observations."""
+        return list(dict.fromkeys([*self.known(), *(d for d, _, _ in self.store.summary())]))
+
     def plausible_rows(self, domain: str, task: str) -> tuple[list, list[int]]:
         """(rows inside the plausible range, ids of the rest): what training and the home context use."""
         rows = self.store.list(domain, task)
-        plausible = self.plausible(domain)
-        keep = [r for r in rows if plausible is None or not (plausible.check_state(r.state)
-                                                             or plausible.check_target(r.state, r.target))]
+        header = self._prior_header(domain)
+        plausible = None if header is None else self._plausible(domain, header)
+        keep = [r for r in rows if plausible is None or not self._implausible(plausible, header, r.state, r.target)]
         kept = {r.id for r in keep}
         return keep, [r.id for r in rows if r.id not in kept]
 
@@ -251,7 +311,7 @@ class Trainer:
     # ---- training ---------------------------------------------------------------------------
     def check_training(self, domain: str, task: str, method: str) -> str | None:
         """None when a job for (domain, task, method) can start, else why not and what to do."""
-        problem = check_domain_and_task(domain, task)
+        problem = check_domain_and_task(domain, task, self.known())
         if problem:
             return problem
         if method and method not in SPECIALIZATION_METHODS:
@@ -282,10 +342,16 @@ class Trainer:
             self._thread.start()
         return job, ""
 
-    def recipe(self, domain: str) -> Recipe:
-        """The domain's on-robot recipe with the node's epoch and batch parameters applied."""
+    def recipe(self, domain: str, general=None) -> Recipe:
+        """The domain's on-robot recipe (its prior's spec's, if any) with the node's epoch and batch parameters."""
+        spec = spec_of_model(general) if general is not None else self._spec_in_header(domain)
         return on_robot_recipe(domain, self.setting("fine_tune_epochs"), self.setting("scratch_epochs"),
-                               self.setting("batch_size"))
+                               self.setting("batch_size"), spec)
+
+    def _spec_in_header(self, domain: str) -> DomainSpec | None:
+        """The spec the domain's prior was trained from (None: no prior, or one from before specs)."""
+        header = self._prior_header(domain)
+        return self.spec(domain, header) if header and header["metadata"].get(SPEC_KEY) else None
 
     def _run(self, job: Job) -> None:
         """The training thread: the only place on-robot learning touches torch."""
@@ -296,9 +362,14 @@ class Trainer:
             self.log.info(f"job {job.job_id}: {job.method} on {len(states)} observations of {name}{note}")
             general = self.models.load_general(job.domain)
             conditions = model_conditions(general, states)  # observations carry no map: "no map" features
-            model = train_specialized(general, conditions, targets, self.recipe(job.domain), job.method, job.task,
+            # a robot stores world targets; a prior that learned in its spec's frame trains its specialist there
+            model = train_specialized(general, conditions, targets_for_model(general, states, targets),
+                                      self.recipe(job.domain, general), job.method, job.task,
                                       seed=self.setting("seed"), progress=False,
                                       on_step=lambda step, total, loss: self._on_step(job, step, total, loss))
+            spec = spec_of_model(general)
+            if spec is not None:  # the specialist answers in the same frame, and says so in its header
+                mark_spec(model, spec)
             path = self.models.specialized_path(job.domain, job.task)
             version = save(model, path)
             self.hooks.saved(job.domain, job.task, path)

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from rcl_interfaces.msg import SetParametersResult
 
-from ..domains import SERVED_DOMAINS
 from ..serving import proposer_from
+from ..spec_training import catalogue
 from .parameters import settings_values
 
 
@@ -35,9 +35,11 @@ def check_choices(params, choices: dict):
     return SetParametersResult(successful=True)
 
 
-def check_domains(domains) -> str | None:
-    """None when every domain is served, else the first unknown one and the served ones."""
-    unknown = [d for d in domains if d not in SERVED_DOMAINS]
+def check_domains(domains, model_dir) -> str | None:
+    """None when every domain is known (built-in, or a spec-carrying prior in `model_dir`), else the first unknown."""
+    known = catalogue(model_dir)
+    unknown = [d for d in domains if d not in known]
     if unknown:
-        return f"unknown domain {unknown[0]!r}: served domains are {', '.join(SERVED_DOMAINS)}"
+        return (f"unknown domain {unknown[0]!r}: known domains are {', '.join(known)} (a domain of your own is "
+                f"known once its general prior, `dualdiff train --spec`, is in model_dir {model_dir})")
     return None

@@ -14,12 +14,13 @@ from diagnostic_msgs.msg import DiagnosticStatus
 from dualdiff_interfaces.msg import ModelInfo
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
+from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
 
 from ..diffusion.checkpoint import CheckpointError, load_checkpoint, read_header
-from ..domains import SERVED_DOMAINS
 from ..model_store import ModelStore
 from ..serving import TRAIN_HINT, not_active
+from ..spec_training import catalogue
 from .checks import check_domains
 from .lifecycle import lifecycle_state, log_transition, publish_diagnostics, spin_node
 from .models import model_info
@@ -35,7 +36,9 @@ class GeneralPriorNode(LifecycleNode):
         all_or_none_parameters(self)
         declare(self, "model_dir", "~/.dualdiff/models",
                 "Folder of the ModelStore: <model_dir>/<domain>/general.safetensors.")
-        declare(self, "domains", list(SERVED_DOMAINS), "Domains whose general prior is announced.")
+        declare(self, "domains", Parameter.Type.STRING_ARRAY, "Domains whose general prior is announced; unset or "
+                "empty = every built-in domain and every domain whose prior in model_dir carries a spec (`dualdiff "
+                "train --spec`), found again at every reload.")
         declare_autostart(self)
         self.versions: dict[str, str] = {}  # domain -> announced version
         self.problems: list[str] = []
@@ -75,9 +78,10 @@ class GeneralPriorNode(LifecycleNode):
                                 **{f"problem/{i}": p for i, p in enumerate(self.problems)}}
 
     def _check_parameters(self, params) -> SetParametersResult:
+        model_dir = next((p.value for p in params if p.name == "model_dir"), self.get_parameter("model_dir").value)
         for p in params:
             if p.name == "domains":
-                reason = check_domains(p.value or [])
+                reason = check_domains([d for d in p.value or [] if d], model_dir)
                 if reason:
                     return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
@@ -122,7 +126,7 @@ class GeneralPriorNode(LifecycleNode):
     def verify(self) -> tuple[list[ModelInfo], list[str]]:
         """Every configured domain's prior checked on disk: (announcements to make, problems)."""
         store = ModelStore(self.get_parameter("model_dir").value)
-        domains = list(self.get_parameter("domains").value or [])
+        domains = [d for d in self.get_parameter("domains").value or [] if d] or list(catalogue(store.root))
         verified, problems = [], []
         with self._lock:
             for domain in domains:

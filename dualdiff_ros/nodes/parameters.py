@@ -6,6 +6,7 @@ ones; `ros2 param describe` shows each description.
 from __future__ import annotations
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+from rclpy.parameter import Parameter
 
 from ..serving import Setting
 
@@ -18,7 +19,9 @@ def declare(node, name: str, default, description: str, *, int_range: tuple[int,
     """Declare one parameter with its description and range, so `ros2 param describe` explains it."""
     text = description + (f" One of {', '.join(map(repr, choices))}." if choices else "")
     descriptor = ParameterDescriptor(name=name, description=text, read_only=read_only)
-    if isinstance(default, list):
+    if isinstance(default, Parameter.Type):  # a typed parameter without a value (ROS cannot type an empty list)
+        descriptor.type = default.value
+    elif isinstance(default, list):
         descriptor.type = ParameterType.PARAMETER_STRING_ARRAY
     else:
         descriptor.type = _TYPES[type(default)]
@@ -61,7 +64,6 @@ def all_or_none_parameters(node) -> None:
     """
     from rcl_interfaces.msg import SetParametersResult
     from rclpy.exceptions import ParameterNotDeclaredException
-    from rclpy.parameter import Parameter
     from rclpy.parameter_service import ParameterService
 
     class AllOrNone(ParameterService):

@@ -28,8 +28,9 @@ from visualization_msgs.msg import Marker, MarkerArray
 
 from .. import serving
 from ..diffusion.checkpoint import CheckpointError
-from ..domains import SERVED_DOMAINS
+from ..domains.spec import NAME
 from ..maps import OccupancyMap, quaternion_to_yaw, yaw_to_quaternion
+from ..spec_training import catalogue
 from .checks import check_sampling_settings
 from .lifecycle import lifecycle_state, log_transition, publish_diagnostics, spin_node
 from .parameters import all_or_none_parameters, declare, declare_autostart, declare_settings, settings_values
@@ -134,16 +135,18 @@ class PlacementProposalNode(LifecycleNode):
 
     # ---- models ------------------------------------------------------------------------------
     def _load_from_disk(self) -> None:
+        """Every domain of model_dir (spec_training.catalogue: the built-in ones, each whose prior carries a spec)."""
         store = self.service.store
-        for domain in SERVED_DOMAINS:
+        domains = list(catalogue(store.root))
+        for domain in domains:
             path = store.general_path(domain)
             if path.exists():
                 self._load("general", domain, "", path)
             else:
                 self.get_logger().info(f"no general prior for {domain} at {path} (waiting for an announcement)")
-        for domain, task, path in store.specialized_checkpoints(SERVED_DOMAINS):
+        for domain, task, path in store.specialized_checkpoints(domains):
             self._load("specialized", domain, task, path)
-        for domain in SERVED_DOMAINS:
+        for domain in domains:
             if store.home_aware_path(domain).exists():
                 self._load(serving.HOME_AWARE, domain, "", store.home_aware_path(domain))
 
@@ -157,10 +160,11 @@ class PlacementProposalNode(LifecycleNode):
                                       throttle_duration_sec=10.0)
 
     def _on_model_info(self, msg: ModelInfo) -> None:
-        if msg.role not in ("general", "specialized", serving.HOME_AWARE) or msg.domain not in SERVED_DOMAINS:
+        """Load an announced model; a domain new to this node is served from then on (its spec is in the file)."""
+        if msg.role not in ("general", "specialized", serving.HOME_AWARE) or not NAME.fullmatch(msg.domain):
             self._refuse_model(f"ignoring announcement of {serving.quote(msg.role)} model for "
-                               f"{serving.quote(msg.domain)}: not a served domain "
-                               f"({', '.join(SERVED_DOMAINS)}) or role")
+                               f"{serving.quote(msg.domain)}: not a domain name or not a role (general, "
+                               f"specialized, {serving.HOME_AWARE})")
             return
         self._load(msg.role, msg.domain, msg.task if msg.role == "specialized" else "", Path(msg.checkpoint_path))
 

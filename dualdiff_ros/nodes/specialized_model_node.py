@@ -27,11 +27,11 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from ..diffusion.checkpoint import CheckpointError, read_header, verify_checkpoint
-from ..domains import SERVED_DOMAINS
 from ..learning.trainer import Hooks, Job, Trainer, label
 from ..limits import DEFAULT_MARGIN
 from ..model_store import SPECIALIZATION_METHODS, ModelStore
 from ..serving import not_active
+from ..spec_training import catalogue
 from .checks import check_choices
 from .lifecycle import lifecycle_state, log_transition, publish_diagnostics, spin_node
 from .models import model_info
@@ -162,7 +162,7 @@ class SpecializedModelNode(LifecycleNode):
 
     # ---- what the trainer reports ------------------------------------------------------------
     def _announce_existing(self) -> None:
-        for domain, task, path in self.models.specialized_checkpoints(SERVED_DOMAINS):
+        for domain, task, path in self.models.specialized_checkpoints(catalogue(self.models.root)):
             try:
                 header = verify_checkpoint(path)  # weights and header: a damaged file is never announced
             except CheckpointError as err:
