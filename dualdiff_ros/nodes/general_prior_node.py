@@ -13,6 +13,7 @@ import threading
 from diagnostic_msgs.msg import DiagnosticStatus
 from dualdiff_interfaces.msg import ModelInfo
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.exceptions import ParameterUninitializedException
 from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from std_srvs.srv import Trigger
@@ -123,10 +124,17 @@ class GeneralPriorNode(LifecycleNode):
                 self.versions[msg.domain] = msg.version
         return announced
 
+    def _configured_domains(self) -> list[str]:
+        """The `domains` parameter's names; [] while it is unset (= every domain found)."""
+        try:
+            return [d for d in self.get_parameter("domains").value or [] if d]
+        except ParameterUninitializedException:
+            return []
+
     def verify(self) -> tuple[list[ModelInfo], list[str]]:
         """Every configured domain's prior checked on disk: (announcements to make, problems)."""
         store = ModelStore(self.get_parameter("model_dir").value)
-        domains = [d for d in self.get_parameter("domains").value or [] if d] or list(catalogue(store.root))
+        domains = self._configured_domains() or list(catalogue(store.root))
         verified, problems = [], []
         with self._lock:
             for domain in domains:
