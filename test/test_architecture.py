@@ -115,3 +115,24 @@ def test_the_product_refers_to_nothing_outside_the_repository():
         text = path.read_text()
         for ref in ("../shared", "DESIGN.md", "docs/CONTRACT.md"):
             assert ref not in text, f"{path.relative_to(ROOT)} refers to {ref}, which users do not have"
+
+
+def test_the_serving_path_names_no_domain():
+    """A domain is served from its spec: no string constant in serving.py or the serving nodes is a domain's name.
+
+    (The simulator node is navigate-to's simulator, and documentation strings may name examples.)
+    """
+    names = {"cabinet", "round_table", "navigate_to", "mug_counter"}
+    paths = [PACKAGE / "serving.py", *(p for p in sorted((PACKAGE / "nodes").glob("*.py"))
+                                       if p.name != "simulator_node.py")]
+    found = []
+    for path in paths:
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        found += [f"{path.name}:{n.lineno} {n.value!r}" for n in ast.walk(tree)
+                  if isinstance(n, ast.Constant) and n.value in names and id(n) not in docstrings]
+        found += [f"{path.name}:{n.lineno} {n.id}" for n in ast.walk(tree) if isinstance(n, ast.Name)
+                  and n.id in ("NAVIGATE_TO", "SERVED_DOMAINS", "MAPPED_DOMAINS", "FAMILY_DOMAINS")]
+    assert not found, f"domain names in the serving path: {found}"

@@ -79,6 +79,8 @@ def test_the_service_answers_a_spec_domain_in_the_world_frame(mug_models):
     svc = serving.PlacementService(mug_models / "models")
     root = mug_models / "models"
     path = root / "mug_counter" / "general.safetensors"
+    with pytest.raises(serving.Refused, match="unknown domain 'mug_counter': use one of cabinet, navigate_to"):
+        svc.answer("mug_counter", "", "general", [3.0, -4.0, 0.0, 2.0], 8)  # nothing of it loaded yet
     svc.slots.put(("general", "mug_counter", ""), serving.load_for_slot("general", "mug_counter", "", path, root))
     assert "mug_counter" in svc.served() and svc.spec_for("mug_counter").frame == "se2"
     spec = svc.spec_for("mug_counter")
