@@ -78,10 +78,10 @@ def spec_of_model(model: DiffusionModel) -> DomainSpec | None:
 
 def answers_in_world(model: DiffusionModel, states, decoded) -> np.ndarray:
     """A sampled model's decoded targets in world coordinates (from the spec's frame when it learned there)."""
-    spec = spec_of_model(model)
-    if spec is None or model.metadata.get(TARGETS_IN, "world") == "world":
+    if model.metadata.get(TARGETS_IN, "world") == "world":  # before parsing the spec: every request asks
         return np.asarray(decoded, dtype=np.float64)
-    return spec.from_local(states, decoded)
+    spec = spec_of_model(model)
+    return np.asarray(decoded, dtype=np.float64) if spec is None else spec.from_local(states, decoded)
 
 
 def write_spec_shards(spec: DomainSpec, data, output, on_bad: str = "skip", rows_per_shard: int = 1 << 20):
