@@ -12,6 +12,20 @@ an :class:`OccupancyMap` and answers two questions on it:
 * :func:`local_patch`: an object-centred, object-yaw-aligned patch of the map, a condition
   for the denoiser.
 
+What the values mean is the map's ``semantics``. An **occupancy** grid (map_server's ``/map``, the
+simulator's maps) holds the probability that a cell is occupied: a cell at or above a threshold is
+an obstacle and the robot's whole footprint must stay clear of it. A **costmap** (nav2's
+``<name>/costmap``, published as an OccupancyGrid: 100 lethal, 99 inscribed, 1..98 the inflation
+layer's decaying cost, -1 unknown) has already been inflated by the robot's inscribed radius, so a
+base pose is judged as nav2 judges it: by the cost under the robot's centre (below ``max_cost``;
+99 = nav2's inscribed 253), with the footprint checked against lethal cells only. Reading a
+costmap as occupancy counts the robot twice (every cell within ~2.2 m of a wall is a "wall", and
+then the 2 m disc must avoid those): :func:`detect_semantics` tells the two apart.
+
+Every question is answered on a window around the object (:meth:`OccupancyMap.window`, a view:
+no copy), so the cost of a request does not grow with the map: a 6000 x 6000 building map costs
+what a 200 x 200 room does.
+
 Frames: "world" is the map's frame (the frame of ``info.origin``); "grid" coordinates are
 in cells, ``(gx, gy)`` with cell (i, j) covering ``[i, i + 1) x [j, j + 1)``.
 
@@ -23,13 +37,17 @@ along its own x and y axes (see :func:`object_footprint_from_state`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 UNKNOWN = -1
 OCCUPIED = 100
 FREE = 0
+LETHAL = 100       # nav2's LETHAL_OBSTACLE (254) as published
+INSCRIBED = 99     # nav2's INSCRIBED_INFLATED_OBSTACLE (253) as published
+SEMANTICS = ("occupancy", "costmap")
 STATE_OBJECT_XY = (0, 1)
 STATE_OBJECT_SIZE = (2, 3)  # full width, height (not half)
 STATE_OBJECT_YAW = 4
@@ -51,6 +69,8 @@ class OccupancyMap:
     origin_x: float = 0.0
     origin_y: float = 0.0
     origin_yaw: float = 0.0
+    # How the values read: "occupancy" (0..100 probability) or "costmap" (nav2's inflated costs).
+    semantics: str = "occupancy"
 
     @property
     def width(self) -> int:
@@ -73,17 +93,19 @@ class OccupancyMap:
         if flat.size != width * height:
             raise ValueError(f"data has {flat.size} cells, width * height is {width * height}")
         _check_values(flat)
-        grid = cls(flat.astype(np.int8).reshape(height, width), float(resolution), float(origin_x),
+        grid = cls(flat.astype(np.int8, copy=False).reshape(height, width), float(resolution), float(origin_x),
                    float(origin_y), float(origin_yaw))
-        grid.validate()
-        return grid
+        return grid.validate(values=False)
 
     def to_flat(self) -> np.ndarray:
         """Row-major int8 ``data`` for an OccupancyGrid (``list(...)`` it for the message)."""
         return np.ascontiguousarray(self.data, dtype=np.int8).reshape(-1)
 
-    def validate(self) -> "OccupancyMap":
-        """Raise ValueError naming the bad field; return self when the map is usable."""
+    def validate(self, values: bool = True) -> "OccupancyMap":
+        """Raise ValueError naming the bad field; return self when the map is usable.
+
+        ``values=False`` skips the pass over every cell (the caller checked them already).
+        """
         if np.ndim(self.data) != 2:
             raise ValueError(f"data must be 2D [height, width], got shape {np.shape(self.data)}")
         if self.width == 0:
@@ -95,7 +117,10 @@ class OccupancyMap:
         for name in ("origin_x", "origin_y", "origin_yaw"):
             if not math.isfinite(getattr(self, name)):
                 raise ValueError(f"{name} must be finite, got {getattr(self, name)}")
-        _check_values(np.asarray(self.data))
+        if self.semantics not in SEMANTICS:
+            raise ValueError(f"semantics {self.semantics!r}: use one of {SEMANTICS}")
+        if values:
+            _check_values(np.asarray(self.data))
         return self
 
     # -- frames -----------------------------------------------------------------------------
@@ -135,12 +160,46 @@ class OccupancyMap:
         return np.where(inside, self.data[j, i].astype(np.int16), np.int16(outside))
 
     def blocked(self, occupied_threshold: int = 50, unknown_is_occupied: bool = True) -> np.ndarray:
-        """``bool [height, width]``: cells the robot may not touch."""
+        """``bool [height, width]``: cells the robot's body may not touch.
+
+        Occupancy: value >= ``occupied_threshold``. Costmap: lethal (100) cells only, whatever the
+        threshold: the inflated cells around them are where the robot's *centre* may not be, which
+        the costmap check reads from the centre's cost instead.
+        """
         data = np.asarray(self.data)
-        out = data >= occupied_threshold
+        out = data >= (LETHAL if self.semantics == "costmap" else occupied_threshold)
         if unknown_is_occupied:
             out |= data < 0
         return out
+
+    def window(self, centre_xy, half_extent_m: float) -> "OccupancyMap":
+        """The part of the map within ``half_extent_m`` (along the grid's axes) of a map-frame point.
+
+        A view of ``data`` (no copy) with its origin moved, same semantics: every lookup within the
+        window reads what the whole map holds there, and outside it reads "off the map". A window
+        that misses the map entirely is one unknown cell.
+        """
+        g = self.world_to_grid(np.asarray(centre_xy, dtype=np.float64).reshape(2))
+        k = half_extent_m / self.resolution
+        i0, j0 = int(math.floor(g[0] - k)), int(math.floor(g[1] - k))
+        i1, j1 = int(math.ceil(g[0] + k)) + 1, int(math.ceil(g[1] + k)) + 1
+        i0, j0 = max(i0, 0), max(j0, 0)
+        i1, j1 = min(i1, self.width), min(j1, self.height)
+        if i0 >= i1 or j0 >= j1:
+            i0, j0 = int(math.floor(g[0])), int(math.floor(g[1]))
+            data = np.full((1, 1), UNKNOWN, dtype=np.int8)
+        elif (i0, j0, i1, j1) == (0, 0, self.width, self.height):
+            return self
+        else:
+            data = self.data[j0:j1, i0:i1]
+        ox, oy = self.grid_to_world(np.array([float(i0), float(j0)]))
+        return OccupancyMap(data, self.resolution, float(ox), float(oy), self.origin_yaw, self.semantics)
+
+    def with_semantics(self, semantics: str) -> "OccupancyMap":
+        """The same cells read as ``semantics`` ("occupancy" or "costmap"); no copy."""
+        if semantics not in SEMANTICS:
+            raise ValueError(f"map semantics {semantics!r}: use one of {SEMANTICS}")
+        return replace(self, semantics=semantics)
 
 
 def _check_values(values: np.ndarray) -> None:
@@ -152,6 +211,112 @@ def _check_values(values: np.ndarray) -> None:
     lo, hi = values.min(), values.max()
     if lo < UNKNOWN or hi > OCCUPIED:
         raise ValueError(f"data values must lie in -1..100, got {lo}..{hi}")
+
+
+# -- what the values mean ----------------------------------------------------------------------
+def detect_semantics(grid: OccupancyMap, min_share: float = 0.9) -> tuple[str, str]:
+    """("occupancy" | "costmap", why): how to read a grid nobody said the meaning of.
+
+    nav2's inflation layer surrounds every lethal cell with inscribed cells (99) out to the robot's
+    inscribed radius (at least a cell for any robot nav2 drives at its usual resolutions), so in a
+    costmap the known, non-lethal cells 4-adjacent to lethal ones are nearly all 99; in an occupancy
+    grid (map_server's trinary 0 / 100 / -1, or the simulator's 0 / 100) they are free. A grid is
+    read as a costmap when at least ``min_share`` of those neighbours hold 99. With no lethal cell
+    in the grid it is read as occupancy: there is nothing for the two readings to disagree about
+    but soft cells, and occupancy is the cautious reading of those.
+    """
+    data = np.asarray(grid.data)
+    lethal = data >= LETHAL
+    if not lethal.any():
+        return "occupancy", "no lethal (100) cell near the object"
+    neighbours = np.zeros_like(lethal)
+    neighbours[1:] |= lethal[:-1]
+    neighbours[:-1] |= lethal[1:]
+    neighbours[:, 1:] |= lethal[:, :-1]
+    neighbours[:, :-1] |= lethal[:, 1:]
+    ring = neighbours & ~lethal & (data >= 0)
+    if not ring.any():
+        return "occupancy", "no known cell next to a lethal one"
+    share = float((data[ring] == INSCRIBED).mean())
+    kind = "costmap" if share >= min_share else "occupancy"
+    return kind, f"{share:.0%} of the cells next to lethal ones hold nav2's inscribed cost 99"
+
+
+def nav2_costmap(grid: OccupancyMap, inscribed_radius: float, inflation_radius: float | None = None,
+                 cost_scaling_factor: float = 3.0) -> OccupancyMap:
+    """What nav2 publishes as ``<name>/costmap`` for an occupancy grid: its inflation layer, then its table.
+
+    nav2's costs (Costmap2D): a lethal cell (occupied, >= 50 here) is 254; a cell whose centre lies
+    within ``inscribed_radius`` of a lethal cell's centre is 253; out to ``inflation_radius``
+    (default: inscribed radius + 0.55 m) the cost is ``252 exp(-cost_scaling_factor (d - inscribed_radius))``
+    (truncated to an integer); unknown stays 255. The published OccupancyGrid maps 0 -> 0, 253 -> 99,
+    254 -> 100, 255 -> -1 and c in 1..252 -> ``1 + 97 (c - 1) // 251`` (nav2's cost_translation_table).
+    Defaults as nav2's inflation layer (cost_scaling_factor 3).
+    """
+    from scipy.ndimage import distance_transform_edt
+
+    inflation_radius = inscribed_radius + 0.55 if inflation_radius is None else inflation_radius
+    data = np.asarray(grid.data)
+    lethal = data >= 50
+    if lethal.any():
+        d = distance_transform_edt(~lethal) * grid.resolution
+    else:
+        d = np.full(data.shape, np.inf)
+    cost = np.zeros(data.shape, dtype=np.int16)
+    band = (d > inscribed_radius) & (d <= inflation_radius)
+    cost[band] = (252 * np.exp(-cost_scaling_factor * (d[band] - inscribed_radius))).astype(np.int16)
+    cost[d <= inscribed_radius] = 253
+    cost[lethal] = 254
+    unknown = (data < 0) & (cost < 253)  # nav2: unknown keeps NO_INFORMATION unless inflated to inscribed
+    published = np.where(cost == 0, 0, 1 + (97 * (cost - 1)) // 251)
+    published[cost == 253] = INSCRIBED
+    published[cost == 254] = LETHAL
+    published[unknown] = UNKNOWN
+    return OccupancyMap(published.astype(np.int8), grid.resolution, grid.origin_x, grid.origin_y, grid.origin_yaw,
+                        "costmap")
+
+
+# -- footprints -----------------------------------------------------------------------------------
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+_POINT = rf"\[\s*{_NUMBER}\s*,\s*{_NUMBER}\s*\]"
+_FOOTPRINT = re.compile(rf"^\s*\[\s*{_POINT}(?:\s*,\s*{_POINT})*\s*\]\s*$")
+
+
+def parse_footprint(text: str) -> np.ndarray | None:
+    """A nav2 ``footprint`` parameter string, ``"[[x, y], [x, y], ...]"`` (robot frame, metres, x forward).
+
+    Returns the polygon ``float [k, 2]``, or None for "" or "[]" (nav2: use the robot's radius).
+    ValueError names the problem and the fix: at least 3 points, finite, enclosing an area.
+    """
+    text = str(text).strip()
+    if text in ("", "[]"):
+        return None
+    shown = text if len(text) <= 80 else text[:80] + "..."
+    if not _FOOTPRINT.match(text):
+        raise ValueError(f"footprint {shown!r} is not a polygon in nav2's format: write it as "
+                         "\"[[x, y], [x, y], [x, y], ...]\" in metres (e.g. \"[[0.5, 0.4], [0.5, -0.4], [-0.5, -0.4], "
+                         "[-0.5, 0.4]]\"), or leave it empty for a disc of robot.radius")
+    points = np.array([[float(v) for v in re.findall(_NUMBER, pair)] for pair in re.findall(_POINT, text)])
+    if len(points) < 3:
+        raise ValueError(f"footprint {shown!r} has {len(points)} points: a polygon needs at least 3 "
+                         "(or leave it empty for a disc of robot.radius)")
+    if not np.isfinite(points).all():
+        raise ValueError(f"footprint {shown!r} holds a non-finite number: every coordinate must be finite metres")
+    x, y = points[:, 0], points[:, 1]
+    area = 0.5 * abs(float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
+    if area <= 1e-9:
+        raise ValueError(f"footprint {shown!r} encloses no area: give the corners of the robot's outline in order")
+    return points
+
+
+def footprint_radii(footprint) -> tuple[float, float]:
+    """(inscribed, circumscribed) radius of a polygon about the robot's centre, metres."""
+    p = np.asarray(footprint, dtype=np.float64)
+    a, b = p, np.roll(p, -1, axis=0)
+    ab = b - a
+    t = np.clip(np.einsum("ij,ij->i", -a, ab) / np.maximum(np.einsum("ij,ij->i", ab, ab), 1e-18), 0.0, 1.0)
+    nearest = a + t[:, None] * ab
+    return float(np.linalg.norm(nearest, axis=1).min()), float(np.linalg.norm(p, axis=1).max())
 
 
 # -- state and pose helpers ---------------------------------------------------------------------
@@ -286,36 +451,113 @@ def _segment_cells(start: np.ndarray, direction: np.ndarray, length: np.ndarray)
     return np.floor(px).astype(np.int64), np.floor(py).astype(np.int64), used
 
 
+def _polygon_clear(pad: np.ndarray, g: np.ndarray, yaw: np.ndarray, polygon: np.ndarray) -> np.ndarray:
+    """Whether a polygon footprint (grid units, robot frame) at each pose touches no blocked cell, ``[n]``.
+
+    A cell meets the polygon iff the outline passes through it (every cell of each edge's supercover)
+    or it lies inside (its centre is inside the polygon: crossing number). nav2 rasterizes only the
+    outline; the inside is checked too, so an obstacle under the robot is never missed.
+    """
+    n, k = len(g), len(polygon)
+    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+    px = g[:, :1] + polygon[None, :, 0] * c - polygon[None, :, 1] * s  # [n, k]
+    py = g[:, 1:] + polygon[None, :, 0] * s + polygon[None, :, 1] * c
+    a = np.stack([px, py], axis=-1).reshape(-1, 2)
+    b = np.stack([np.roll(px, -1, axis=1), np.roll(py, -1, axis=1)], axis=-1).reshape(-1, 2)
+    length = np.linalg.norm(b - a, axis=1)
+    direction = (b - a) / np.where(length > 0, length, 1.0)[:, None]
+    ci, cj, used = _segment_cells(a, direction, length)
+    start_cells = np.floor(a).astype(np.int64)  # a zero-length edge still covers its vertex's cell
+    h, w = pad.shape
+    edge_hit = (pad[np.clip(cj + 1, 0, h - 1), np.clip(ci + 1, 0, w - 1)] & used).any(axis=1)
+    edge_hit |= pad[np.clip(start_cells[:, 1] + 1, 0, h - 1), np.clip(start_cells[:, 0] + 1, 0, w - 1)]
+    hit = edge_hit.reshape(n, k).any(axis=1)
+    r = int(math.ceil(float(np.linalg.norm(polygon, axis=1).max()))) + 1
+    off = np.arange(-r, r + 1)
+    wi = np.floor(g[:, 0]).astype(np.int64)[:, None] + off  # [n, m]
+    wj = np.floor(g[:, 1]).astype(np.int64)[:, None] + off
+    x = (wi + 0.5)[:, None, :] - g[:, 0, None, None]  # [n, 1, m] cell centres relative to the pose
+    y = (wj + 0.5)[:, :, None] - g[:, 1, None, None]  # [n, m, 1]
+    lx, ly = x * c[:, :, None] + y * s[:, :, None], -x * s[:, :, None] + y * c[:, :, None]  # robot frame
+    inside = np.zeros(lx.shape, dtype=bool)
+    for e in range(k):
+        (ax, ay), (bx, by) = polygon[e], polygon[(e + 1) % k]
+        if ay == by:
+            continue
+        crosses = (ay > ly) != (by > ly)
+        inside ^= crosses & (lx < ax + (ly - ay) * (bx - ax) / (by - ay))
+    window = pad[np.clip(wj + 1, 0, h - 1)[:, :, None], np.clip(wi + 1, 0, w - 1)[:, None, :]]
+    return ~(hit | (window & inside).any(axis=(1, 2)))
+
+
+def check_window(reach: float, object_half_size, body_radius: float, resolution: float) -> float:
+    """Half side (metres) of the window around the object that every valid target's check stays inside."""
+    return reach + float(np.linalg.norm(object_half_size)) + body_radius + 3 * resolution
+
+
 def check_base_targets(grid: OccupancyMap, targets_xy, object_xy, object_yaw: float, object_half_size,
                        robot_radius: float, reach: float, occupied_threshold: int = 50,
-                       unknown_is_occupied: bool = True, inflation: float = 0.0) -> np.ndarray:
+                       unknown_is_occupied: bool = True, inflation: float = 0.0, max_cost: int = INSCRIBED,
+                       footprint=None) -> np.ndarray:
     """Which base targets the map allows for reaching the object, ``bool [n]``.
 
     A target (map frame, the robot facing the object's centre as in :func:`facing_yaw`) is valid iff
 
-    1. the robot's disc of radius ``robot_radius + inflation`` touches no blocked cell (value
-       >= ``occupied_threshold``, or unknown when ``unknown_is_occupied``; off-map cells are
-       unknown). Nothing is excluded: the object's own cells block the base too; and
+    1. its footprint is clear. The footprint is the disc of ``robot_radius``, or the polygon
+       ``footprint`` (``[k, 2]`` metres, robot frame, x towards the object), grown by ``inflation``.
+       On an **occupancy** grid it touches no blocked cell (value >= ``occupied_threshold``, or
+       unknown when ``unknown_is_occupied``; off-map cells are unknown). On a **costmap** the cost
+       under the robot's centre is below ``max_cost`` (unknown: as ``unknown_is_occupied`` says) and
+       the footprint touches no lethal cell (nor unknown, likewise): nav2 inflated the obstacles by
+       the robot's inscribed radius already, so the inflated cells are not grown by the robot again.
+       Nothing is excluded: the object's own cells block the base too; and
     2. the gripper segment from the base centre towards the object's centre enters the object's
        footprint (centre ``object_xy``, ``object_yaw``, half extents ``object_half_size``) within
-       ``reach`` of the centre, and crosses no blocked cell before that, except cells that
-       overlap the footprint (the object's own cells are the goal, not an obstacle).
+       ``reach`` of the centre, and crosses no blocked (costmap: lethal) cell before that, except
+       cells that overlap the footprint (the object's own cells are the goal, not an obstacle).
 
-    Non-finite targets are invalid. Vectorized over targets; the map may be any size.
+    Non-finite targets are invalid. Vectorized over targets; only the window around the object
+    that a valid target can touch is read (:func:`check_window`), so the map may be any size.
     """
     targets = np.asarray(targets_xy, dtype=np.float64).reshape(-1, 2)
     n = len(targets)
     ok = np.isfinite(targets).all(axis=1)
     if n == 0 or not ok.any():
         return ok
+    object_xy = np.asarray(object_xy, dtype=np.float64).reshape(2)
+    half_m = np.asarray(object_half_size, dtype=np.float64).reshape(2)
+    polygon = None if footprint is None else np.asarray(footprint, dtype=np.float64).reshape(-1, 2)
+    body = robot_radius if polygon is None else footprint_radii(polygon)[1]
+    # A base further from the object's centre than reach + its half diagonal cannot reach it.
+    far = np.linalg.norm(np.where(ok[:, None], targets, object_xy) - object_xy, axis=1)
+    ok &= far <= reach + float(np.linalg.norm(half_m)) + 1e-9
+    if not ok.any():
+        return ok
+    grid = grid.window(object_xy, check_window(reach, half_m, body + inflation, grid.resolution))
     res = grid.resolution
-    blocked = _padded(grid.blocked(occupied_threshold, unknown_is_occupied), unknown_is_occupied)
-    g = grid.world_to_grid(np.where(ok[:, None], targets, 0.0))
-    obj = grid.world_to_grid(np.asarray(object_xy, dtype=np.float64).reshape(2))
+    costmap = grid.semantics == "costmap"
+    blocked_cells = grid.blocked(occupied_threshold, unknown_is_occupied)
+    blocked = _padded(blocked_cells, unknown_is_occupied)
+    g = grid.world_to_grid(np.where(ok[:, None], targets, object_xy))
+    obj = grid.world_to_grid(object_xy)
     yaw = float(object_yaw) - grid.origin_yaw
-    half = np.asarray(object_half_size, dtype=np.float64).reshape(2) / res
+    half = half_m / res
 
-    ok &= _disc_clear(blocked, g, (robot_radius + inflation) / res)
+    if costmap:  # the centre's cost, as nav2's collision checkers read it
+        cost = grid.values_at(np.where(ok[:, None], targets, object_xy), outside=UNKNOWN)
+        ok &= np.where(cost < 0, not unknown_is_occupied, cost < max_cost)
+    if polygon is None:
+        ok &= _disc_clear(blocked, g, (robot_radius + inflation) / res)
+    elif ok.any():
+        body_pad = blocked
+        if inflation > 0:  # grow the obstacles instead of the polygon: the same Minkowski sum on a raster
+            from scipy.ndimage import distance_transform_edt
+
+            grown = distance_transform_edt(~blocked_cells) * res <= inflation if blocked_cells.any() else blocked_cells
+            body_pad = _padded(grown, unknown_is_occupied)
+        idx = np.flatnonzero(ok)
+        heading = np.arctan2(obj[1] - g[idx, 1], obj[0] - g[idx, 0])
+        ok[idx] = _polygon_clear(body_pad, g[idx], heading, polygon / res)
     idx = np.flatnonzero(ok)
     if len(idx) == 0:
         return ok
@@ -342,7 +584,8 @@ def local_patch(grid: OccupancyMap, object_xy, object_yaw: float, half_extent_m:
     ``patch[v, u]``: column u runs along the object's +x axis, row v along its +y axis (the
     map's own layout, ``data[row = y, col = x]``), both over ``[-half_extent_m, half_extent_m]``
     and sampled at the patch cells' centres by nearest-cell lookup. Values are occupancy / 100
-    (free 0, occupied 1); unknown cells and cells off the map are ``unknown_value`` (0.5).
+    (free 0, occupied 1; a costmap's lethal cells 1, every other known cell 0); unknown cells and
+    cells off the map are ``unknown_value`` (0.5).
     """
     size = int(size_cells)
     if size <= 0:
@@ -353,5 +596,7 @@ def local_patch(grid: OccupancyMap, object_xy, object_yaw: float, half_extent_m:
     ox, oy = np.asarray(object_xy, dtype=np.float64).reshape(2)
     points = np.stack([ox + lx * c - ly * s, oy + lx * s + ly * c], axis=-1)
     values = grid.values_at(points, outside=UNKNOWN)
+    if grid.semantics == "costmap":  # only the obstacles themselves, as on the occupancy maps models learn from
+        values = np.where(values >= LETHAL, OCCUPIED, np.where(values < 0, UNKNOWN, FREE))
     patch = np.where(values < 0, unknown_value, np.clip(values, 0, 100) / 100.0)
     return patch.astype(np.float32)

@@ -15,7 +15,18 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from .maps import OccupancyMap, check_base_targets, facing_yaw, local_patch, object_footprint_from_state
+from .maps import (
+    INSCRIBED,
+    SEMANTICS,
+    OccupancyMap,
+    check_base_targets,
+    check_window,
+    detect_semantics,
+    facing_yaw,
+    footprint_radii,
+    local_patch,
+    object_footprint_from_state,
+)
 
 STATE_SIZE = 10
 # The simulator's robot, and the service's default robot.radius / robot.reach: sim/scene.py takes
@@ -70,17 +81,58 @@ class PatchSpec:
 
 
 def clearance(grid: OccupancyMap) -> np.ndarray:
-    """``float32 [height, width]``: metres from each cell centre to the nearest blocked or unknown cell."""
+    """``float32 [height, width]``: metres from each cell centre to the nearest blocked or unknown cell.
+
+    Over the whole grid (a distance transform: seconds on a building-sized map); the patch reads
+    the same numbers near the object only (`clearance_at`).
+    """
     from scipy.ndimage import distance_transform_edt
 
     free = ~grid.blocked()
     return (distance_transform_edt(free) * grid.resolution).astype(np.float32)
 
 
+def clearance_at(grid: OccupancyMap, points, horizon: float) -> np.ndarray:
+    """Metres from the cell under each map-frame point ``[..., 2]`` to the nearest blocked cell, ``[...]``.
+
+    The numbers of `clearance` (centre to centre), exact up to ``horizon`` (inf beyond: callers clip
+    there), read from a window of the map around the points only: the nearest blocked cell of a free
+    cell is a blocked cell with a free 4-neighbour, so a k-d tree of those boundary cells in the window
+    answers every query. Points off the map read 0 (no room there). The cost depends on the window,
+    not on the map's size.
+    """
+    from scipy.spatial import cKDTree
+
+    points = np.asarray(points, dtype=np.float64)
+    flat = points.reshape(-1, 2)
+    out = np.zeros(len(flat))
+    on_map = grid.contains(grid.world_to_cell(flat))
+    if not on_map.any():
+        return out.reshape(points.shape[:-1])
+    centre = (flat[on_map].min(axis=0) + flat[on_map].max(axis=0)) / 2
+    extent = float(np.abs(flat[on_map] - centre).max()) * math.sqrt(2)  # the grid may be turned
+    window = grid.window(centre, extent + horizon + 2 * grid.resolution)
+    blocked = window.blocked()
+    cells = window.world_to_cell(flat[on_map])
+    ci = np.clip(cells[:, 0], 0, window.width - 1)
+    cj = np.clip(cells[:, 1], 0, window.height - 1)
+    padded = np.pad(blocked, 1, constant_values=True)
+    interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    boundary = np.argwhere(blocked & ~interior)  # (row j, column i)
+    if len(boundary):
+        d, _ = cKDTree(boundary).query(np.stack([cj, ci], axis=1), distance_upper_bound=horizon / grid.resolution + 1)
+        d = np.where(blocked[cj, ci], 0.0, d) * grid.resolution
+    else:
+        d = np.full(len(ci), np.inf)
+    out[on_map] = d
+    return out.reshape(points.shape[:-1])
+
+
 def patch(grid: OccupancyMap, state, spec: PatchSpec, cleared: np.ndarray | None = None) -> np.ndarray:
     """The map around one state's object, ``float32 [cells, cells]`` in [0, 1] (see PatchSpec.features).
 
-    `cleared` is `clearance(grid)`, computed once per map when many states share it.
+    Only the window around the object is read (`clearance_at`); `cleared`, `clearance(grid)` of the
+    whole map, is the slower reference the window reproduces.
     """
     xy, yaw, _ = object_footprint_from_state(state)
     yaw = float(yaw) if spec.frame == "object" else 0.0
@@ -88,14 +140,17 @@ def patch(grid: OccupancyMap, state, spec: PatchSpec, cleared: np.ndarray | None
     if spec.features == "occupancy":
         fine = local_patch(grid, xy, yaw, spec.half_extent, n)
         return fine.reshape(spec.cells, s, spec.cells, s).max(axis=(1, 3))
-    cleared = clearance(grid) if cleared is None else cleared
     axis = (np.arange(n) + 0.5) / n * 2 * spec.half_extent - spec.half_extent
     lx, ly = np.meshgrid(axis, axis)
     c, si = math.cos(yaw), math.sin(yaw)
-    cells = grid.world_to_cell(np.stack([xy[0] + lx * c - ly * si, xy[1] + lx * si + ly * c], axis=-1))
-    inside = grid.contains(cells)
-    values = np.where(inside, cleared[np.clip(cells[..., 1], 0, grid.height - 1),
-                                      np.clip(cells[..., 0], 0, grid.width - 1)], 0.0)  # off the map: no room
+    points = np.stack([xy[0] + lx * c - ly * si, xy[1] + lx * si + ly * c], axis=-1)
+    if cleared is None:
+        values = clearance_at(grid, points, CLEARANCE_SCALE)
+    else:
+        cells = grid.world_to_cell(points)
+        inside = grid.contains(cells)
+        values = np.where(inside, cleared[np.clip(cells[..., 1], 0, grid.height - 1),
+                                          np.clip(cells[..., 0], 0, grid.width - 1)], 0.0)  # off the map: no room
     fine = np.clip(values / CLEARANCE_SCALE, 0.0, 1.0)
     return fine.reshape(spec.cells, s, spec.cells, s).min(axis=(1, 3)).astype(np.float32)
 
@@ -106,9 +161,8 @@ def map_features(grid: OccupancyMap | None, states, spec: PatchSpec) -> np.ndarr
     out = np.zeros((len(states), spec.feature_dim), dtype=np.float64)
     if grid is not None:
         out[:, 0] = 1.0
-        cleared = clearance(grid) if spec.features == "clearance" else None
         for i, s in enumerate(states):
-            out[i, 1:] = patch(grid, s, spec, cleared).reshape(-1)
+            out[i, 1:] = patch(grid, s, spec).reshape(-1)
     return out
 
 
@@ -156,24 +210,65 @@ def drop_maps(features: np.ndarray, fraction: float, seed: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class MapCheck:
-    """The robot and the map thresholds a target is checked with (node parameters robot.*, map.*)."""
+    """The robot and the map thresholds a target is checked with (node parameters robot.*, map.*).
+
+    How the map's values read is the map's own `semantics` (`resolve_semantics` sets it from
+    `semantics`: "occupancy", "costmap" or "auto").
+    """
 
     robot_radius: float = ROBOT_RADIUS
     reach: float = ROBOT_REACH
     occupied_threshold: int = 50
     unknown_is_occupied: bool = True
     inflation: float = 0.0
+    max_cost: int = INSCRIBED
+    footprint: tuple | None = None  # polygon ((x, y), ...) metres, robot frame; None = the disc of robot_radius
+    semantics: str = "auto"
+
+    def __post_init__(self):
+        if self.semantics not in (*SEMANTICS, "auto"):
+            raise ValueError(f"map.semantics {self.semantics!r}: use one of {(*SEMANTICS, 'auto')}")
 
     def valid(self, grid: OccupancyMap, state, targets) -> np.ndarray:
         """``bool [n]``: each target's footprint is free and its gripper reaches the object first."""
         xy, yaw, half = object_footprint_from_state(state)
         return check_base_targets(grid, targets, xy, float(yaw), half, self.robot_radius, self.reach,
-                                  self.occupied_threshold, self.unknown_is_occupied, self.inflation)
+                                  self.occupied_threshold, self.unknown_is_occupied, self.inflation,
+                                  self.max_cost, self.footprint)
 
-    def describe(self) -> str:
-        return (f"robot.radius {self.robot_radius:g} m + map.inflation {self.inflation:g} m, robot.reach "
-                f"{self.reach:g} m, map.occupied_threshold {self.occupied_threshold}, map.unknown_is_occupied "
-                f"{str(self.unknown_is_occupied).lower()}")
+    @property
+    def inner_radius(self) -> float:
+        """The robot's inscribed radius (the disc's radius, or the polygon's), metres."""
+        return self.robot_radius if self.footprint is None else footprint_radii(self.footprint)[0]
+
+    def window(self, state) -> float:
+        """Half side of the window around the object that the check reads, metres."""
+        _, _, half = object_footprint_from_state(state)
+        body = self.robot_radius if self.footprint is None else footprint_radii(self.footprint)[1]
+        return check_window(self.reach, half, body + self.inflation, 0.0)
+
+    def resolve_semantics(self, grid: OccupancyMap, state) -> tuple[OccupancyMap, str]:
+        """(the window of `grid` around the state's object, read as `semantics`; a note when detected).
+
+        "auto" reads the window with maps.detect_semantics and says what it found; otherwise the
+        setting decides and the note is empty.
+        """
+        xy, _, _ = object_footprint_from_state(state)
+        window = grid.window(xy, self.window(state) + 1.0)
+        if self.semantics != "auto":
+            return grid.with_semantics(self.semantics), ""
+        kind, why = detect_semantics(window)
+        read = "a nav2 costmap" if kind == "costmap" else "an occupancy grid"
+        return grid.with_semantics(kind), f"map read as {read} ({why}; map.semantics is auto: set it to say)"
+
+    def describe(self, grid: OccupancyMap | None = None) -> str:
+        body = (f"robot.radius {self.robot_radius:g} m" if self.footprint is None else
+                f"robot.footprint {[list(map(float, p)) for p in self.footprint]}")
+        costmap = grid is not None and grid.semantics == "costmap"
+        rule = (f"the map read as a nav2 costmap: map.max_cost {self.max_cost}, lethal cells only for the footprint"
+                if costmap else f"the map read as an occupancy grid: map.occupied_threshold {self.occupied_threshold}")
+        return (f"{body} + map.inflation {self.inflation:g} m, robot.reach {self.reach:g} m, {rule}, "
+                f"map.unknown_is_occupied {str(self.unknown_is_occupied).lower()}")
 
 
 def candidates_for(num_samples: int, oversample: float) -> int:
@@ -233,8 +328,8 @@ def ring(states, k: int, rng: np.random.Generator, robot_radius: float = ROBOT_R
 
 
 def ring_candidates(state, n: int, check: MapCheck, rng: np.random.Generator) -> np.ndarray:
-    """``[n, 2]`` ring candidates for one state and this robot (its footprint inflated as the check's)."""
-    return ring(state, n, rng, check.robot_radius + check.inflation, check.reach)[0]
+    """``[n, 2]`` ring candidates for one state and this robot (its inscribed radius inflated as the check's)."""
+    return ring(state, n, rng, check.inner_radius + check.inflation, check.reach)[0]
 
 
 def answer_with_map(draw, grid: OccupancyMap, state, num_samples: int, check: MapCheck,

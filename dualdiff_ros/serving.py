@@ -41,7 +41,7 @@ from .learning.in_context import (
 )
 from .learning.in_context import summary as context_summary
 from .limits import DEFAULT_MARGIN, PlausibleRange
-from .maps import OccupancyMap
+from .maps import OccupancyMap, parse_footprint
 from .model_store import ModelStore, check_task
 from .spec_training import answers_in_world, known_builtin, spec_in_metadata, state_meaning
 
@@ -124,13 +124,28 @@ SERVICE_SETTINGS = (
     Setting("limits.state_margin", DEFAULT_MARGIN,
             "A state is refused when a number lies further outside the general data's range than this many "
             "spans of that range (the range is in the model's metadata).", float_range=(0.0, 1e6)),
-    Setting("map.occupied_threshold", 50, "navigate_to with a map: a cell at or above this value is an obstacle.",
-            int_range=(1, 100)),
+    Setting("map.semantics", "auto", "navigate_to with a map: what the map's values mean. occupancy: an "
+            "occupancy grid (map_server's /map; 0..100, -1 unknown), the footprint must avoid cells at or above "
+            "map.occupied_threshold. costmap: a nav2 costmap as published (100 lethal, 99 inscribed, 1..98 "
+            "inflation, -1 unknown), already inflated by the robot: the cost under the robot's centre must stay "
+            "below map.max_cost and the footprint avoid lethal cells. auto: a costmap when nearly every known "
+            "cell next to a lethal one holds 99 (nav2's inscribed ring), else occupancy; the reply's message says "
+            "which (docs/navigation.md).", choices=("auto", "occupancy", "costmap")),
+    Setting("map.occupied_threshold", 50, "navigate_to with an occupancy grid: a cell at or above this value is "
+            "an obstacle.", int_range=(1, 100)),
+    Setting("map.max_cost", 99, "navigate_to with a costmap: a base pose is valid while the cost under the robot's "
+            "centre is below this (99 = nav2's inscribed 253, the threshold of its RemoveInCollisionGoals; lower "
+            "keeps further from obstacles).", int_range=(1, 100)),
+    Setting("map.max_cells", 40_000_000, "navigate_to: maps with more cells (width x height) are refused "
+            "(RESULT_INVALID_REQUEST); only the window around the object is read, so the cost of a request does "
+            "not grow with the map, but the message itself does (40M: a 316 m square at 0.05 m).",
+            int_range=(1, 2_000_000_000)),
     Setting("map.unknown_is_occupied", True, "navigate_to with a map: unknown cells (-1) and cells off the map "
             "count as obstacles."),
-    Setting("map.inflation", 0.0, "navigate_to with a map: metres added to robot.radius for the footprint "
-            "check (a margin for localisation error; the simulator's own maps need none: docs/RESULTS.md, "
-            "section 4).", float_range=(0.0, 5.0)),
+    Setting("map.inflation", 0.0, "navigate_to with a map: metres added around the robot's footprint "
+            "(robot.radius or robot.footprint) for the check against obstacles (a margin for localisation error; "
+            "the simulator's own maps need none: docs/RESULTS.md, section 4; a costmap is inflated already).",
+            float_range=(0.0, 5.0)),
     Setting("map.oversample", 2.0, "navigate_to with a map: candidates drawn per proposal asked for, in one "
             "batch, before the map check keeps the best valid ones.", float_range=(1.0, 4.0)),
     Setting("map.ring_search", 4, "navigate_to with a map: when fewer sampled candidates pass than were asked "
@@ -171,6 +186,9 @@ SERVICE_SETTINGS = (
             "trained on, which flatters it).", float_range=(0.0, 100.0)),
     Setting("robot.radius", navigate_to.ROBOT_RADIUS, "navigate_to: radius of the robot's footprint disc, "
             "metres (default: the simulator's robot).", float_range=(0.01, 10.0)),
+    Setting("robot.footprint", "", "navigate_to: the robot's outline as nav2's footprint parameter, a polygon "
+            "\"[[x, y], [x, y], ...]\" in metres in the robot's frame (x forward, towards the object); empty = the "
+            "disc of robot.radius."),
     Setting("robot.reach", navigate_to.ROBOT_REACH, "navigate_to: base centre to gripper tip, metres; a target "
             "must reach the object's footprint within it (default: the simulator's robot).", float_range=(0.01, 20.0)),
     Setting("budget.max_sample_passes", 100_000,
@@ -440,10 +458,29 @@ class Drawn:
 
 
 def map_check_from(values: dict) -> navigate_to.MapCheck:
+    """The map check of these settings; ValueError naming a bad robot.footprint or map.semantics and the fix."""
+    polygon = parse_footprint(values["robot.footprint"])
+    footprint = None if polygon is None else tuple(map(tuple, polygon.tolist()))
     return navigate_to.MapCheck(robot_radius=float(values["robot.radius"]), reach=float(values["robot.reach"]),
                                 occupied_threshold=int(values["map.occupied_threshold"]),
                                 unknown_is_occupied=bool(values["map.unknown_is_occupied"]),
-                                inflation=float(values["map.inflation"]))
+                                inflation=float(values["map.inflation"]), max_cost=int(values["map.max_cost"]),
+                                footprint=footprint, semantics=str(values["map.semantics"]))
+
+
+def check_map_size(width: int, height: int, values: dict) -> None:
+    """Refuse a map of more than map.max_cells cells before anything reads it."""
+    limit = int(values["map.max_cells"])
+    if int(width) * int(height) > limit:
+        raise Refused(RESULT_INVALID_REQUEST, f"the map has {int(width)} x {int(height)} = {int(width) * int(height)} "
+                      f"cells, more than map.max_cells = {limit}: send the part of the map around the object (e.g. a "
+                      "rolling-window costmap) or raise map.max_cells")
+
+
+def request_map(grid: OccupancyMap, state: np.ndarray, values: dict) -> tuple[OccupancyMap, str]:
+    """The request's map read as the settings say (or as detected), its size checked; (map, note for the reply)."""
+    check_map_size(grid.width, grid.height, values)
+    return map_check_from(values).resolve_semantics(grid, state)
 
 
 class PlacementService:
@@ -460,6 +497,7 @@ class PlacementService:
     def configure(self, values: dict) -> None:
         """New settings (all or none: ValueError names the bad one); a running request keeps its own."""
         proposer = proposer_from(values)
+        map_check_from(values)  # a bad footprint or map setting is named now, not at the first request
         self._settings = (proposer, dict(values))
 
     @property
@@ -496,6 +534,9 @@ class PlacementService:
         if grid is not None and request.spec.map_check is None:
             route.notes.append(f"the map was ignored: {request.domain} proposals are not checked against a map")
             grid = None
+        if grid is not None:  # read as occupancy or costmap (maybe detected: the note says so)
+            grid, note = request_map(grid, request.state, values)
+            route.notes += [note] if note else []
         drawn_per_request = (navigate_to.candidates_for(request.num_samples, float(values["distinct.oversample"]))
                              if request.min_separation > 0 else request.num_samples)
         # 3. cost
@@ -634,7 +675,7 @@ class PlacementService:
                                               float(values["map.oversample"]), int(values["map.ring_search"]), seed)
         if checked.valid == 0:
             raise Refused(RESULT_NO_VALID_PROPOSAL, f"none of the {checked.drawn} candidates passed the map "
-                          f"check ({check.describe()}): the object may be unreachable on this map; check the "
+                          f"check ({check.describe(grid)}): the object may be unreachable on this map; check the "
                           "map and the object's pose, or ask again with another seed")
         if checked.searched:
             route.notes.append(f"the model's {checked.drawn - checked.searched} candidates gave fewer than "

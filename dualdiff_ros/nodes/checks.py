@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from rcl_interfaces.msg import SetParametersResult
 
-from ..serving import proposer_from
+from ..serving import map_check_from, proposer_from
 from ..spec_training import catalogue
 from .parameters import settings_values
 
@@ -14,7 +14,10 @@ from .parameters import settings_values
 def check_sampling_settings(node, settings, params):
     """An on-set-parameters result: refused unless the sampling settings, changed by `params`, make a Proposer."""
     try:
-        proposer_from(settings_values(node, settings, params))
+        values = settings_values(node, settings, params)
+        proposer_from(values)
+        if "robot.footprint" in values:  # the placement node's map settings too
+            map_check_from(values)
     except ValueError as err:
         return SetParametersResult(successful=False, reason=str(err))
     return SetParametersResult(successful=True)

@@ -200,7 +200,7 @@ class PlacementProposalNode(LifecycleNode):
                 raise serving.Refused(Response.RESULT_MODEL_UNAVAILABLE,
                                       serving.not_active(self.get_fully_qualified_name(), state))
             frame = request.header.frame_id or self.get_parameter("frame_id").value
-            grid = grid_from(request.map, frame)
+            grid = grid_from(request.map, frame, int(self.get_parameter("map.max_cells").value))
             answer = self.service.answer(request.domain, request.task, request.mode, request.state,
                                          int(request.num_samples), int(request.seed), grid,
                                          float(request.min_separation))
@@ -279,10 +279,12 @@ class PlacementProposalNode(LifecycleNode):
         return level, message, values
 
 
-def grid_from(msg: OccupancyGrid, frame: str) -> OccupancyMap | None:
-    """The request's map (None when its data is empty); Refused naming the bad field."""
+def grid_from(msg: OccupancyGrid, frame: str, max_cells: int | None = None) -> OccupancyMap | None:
+    """The request's map (None when its data is empty); Refused naming the bad field or a map over `max_cells`."""
     if len(msg.data) == 0:
         return None
+    if max_cells is not None:  # before any pass over the cells
+        serving.check_map_size(msg.info.width, msg.info.height, {"map.max_cells": max_cells})
     invalid = Response.RESULT_INVALID_REQUEST
     if msg.header.frame_id and msg.header.frame_id != frame:
         raise serving.Refused(invalid, f"map.header.frame_id {serving.quote(msg.header.frame_id)} differs from the "
