@@ -121,7 +121,7 @@ def room():
 
 
 def _check(grid, targets, **kw):
-    return check_base_targets(grid, targets, *BOX, robot_radius=R, reach=L, **kw)
+    return check_base_targets(grid, targets, *BOX, **{"robot_radius": R, "reach": L, **kw})
 
 
 def test_footprint_and_reach_on_a_hand_made_grid(room):
@@ -297,3 +297,167 @@ def test_the_map_check_agrees_with_pybullet():
     kept = [rates[inf]["kept_valid"] for inf in inflations]
     assert kept == sorted(kept, reverse=True)  # inflation only ever rejects more
     assert all(rates[inf]["false_accept"] <= base["false_accept"] for inf in inflations)
+
+
+# -- nav2 costmaps ------------------------------------------------------------------------------
+from dualdiff_ros.maps import (  # noqa: E402
+    detect_semantics,
+    footprint_radii,
+    nav2_costmap,
+    parse_footprint,
+)
+
+
+def test_nav2_costmap_follows_nav2s_published_formula():
+    """One lethal cell: 100 on it, 99 out to the inscribed radius, then 1 + 97 (c - 1) // 251 of the decay."""
+    data = np.zeros((101, 101), np.int8)
+    data[50, 50] = 100
+    cost = nav2_costmap(OccupancyMap(data, 0.05), inscribed_radius=0.5).data
+    assert cost[50, 50] == 100
+    assert cost[50, 60] == 99 and cost[50, 61] == 84  # d = 0.50 (inscribed); 0.55: c = int(252 e^-0.15) = 216
+    for cells in (11, 15, 20):
+        c = int(252 * math.exp(-3.0 * (cells * 0.05 - 0.5)))
+        assert cost[50, 50 + cells] == 1 + (97 * (c - 1)) // 251
+    assert cost[50, 71] == 19 and cost[50, 72] == 0  # d = 1.05 = 0.5 + 0.55 is inflated, 1.10 is not
+    assert set(np.unique(cost)) <= set(range(0, 101))
+    data[0:5, 0:5] = -1
+    assert (nav2_costmap(OccupancyMap(data, 0.05), 0.5).data[0:5, 0:5] == -1).all()
+
+
+def _scene_maps(seed=0, task=0, res=0.05, radius=ROBOT_RADIUS):
+    scene = generate_scene(seed, task)
+    step = scene.steps[0]
+    grid = rasterize_scene(scene, res, absent=step.absent, margin=1.0)
+    return scene, step, grid, nav2_costmap(grid, inscribed_radius=radius)
+
+
+def test_semantics_are_detected_from_the_map():
+    _, _, grid, costmap = _scene_maps()
+    assert detect_semantics(grid)[0] == "occupancy"
+    kind, why = detect_semantics(costmap)
+    assert kind == "costmap" and "99" in why
+    small_robot = nav2_costmap(grid, inscribed_radius=0.22)  # nav2's example robot
+    assert detect_semantics(small_robot)[0] == "costmap"
+    assert detect_semantics(OccupancyMap(np.zeros((20, 20), np.int8), 0.05))[0] == "occupancy"  # nothing to tell
+    soft = grid.data.copy()
+    soft[soft == 0] = 30  # a map_server scale-mode grid: grey everywhere, still not nav2's inscribed ring
+    assert detect_semantics(OccupancyMap(soft, 0.05))[0] == "occupancy"
+
+
+def test_a_nav2_costmap_at_defaults_gives_valid_poses_that_pybullet_accepts():
+    """Scenes at 0.05 m as nav2 publishes them (inflation = robot radius + 0.55, scaling 3).
+
+    Read as a costmap, the check keeps about what the occupancy grid keeps, and never a pose that
+    PyBullet rejects; read as an occupancy grid (the service before 2026-12-04) nearly nothing passes.
+    """
+    rng = np.random.default_rng(0)
+    kept = {"occupancy": 0, "costmap": 0, "costmap read as occupancy": 0}
+    false_accepts = exact_valid = 0
+    with World() as world:
+        for seed, task in ((0, 0), (0, 1), (3, 2), (3, 5)):
+            scene, step, grid, costmap = _scene_maps(seed, task)
+            world.load(scene)
+            world.set_step(step)
+            rect = scene.object_rects[step.object_index]
+            state = np.concatenate([rect, np.zeros(5)])
+            targets = np.concatenate([ring_proposer(state, 200, rng)[0], band_candidates(rect, 200, rng)])
+            exact = world.check_targets(step.object_index, targets)
+            xy, yaw, half = object_footprint_from_state(state)
+            for name, g in (("occupancy", grid), ("costmap", costmap),
+                            ("costmap read as occupancy", costmap.with_semantics("occupancy"))):
+                got = check_base_targets(g, targets, xy, yaw, half, ROBOT_RADIUS, REACH)
+                kept[name] += int(got.sum())
+                if name == "costmap":
+                    false_accepts += int((got & ~exact).sum())
+                    exact_valid += int(exact.sum())
+    assert exact_valid > 200
+    assert false_accepts == 0
+    assert kept["costmap"] >= 0.9 * kept["occupancy"] > 0
+    assert kept["costmap read as occupancy"] <= 0.05 * kept["costmap"]
+
+
+def test_a_costmaps_centre_cost_decides_and_max_cost_keeps_further_away(room):
+    costmap = nav2_costmap(room, inscribed_radius=R)
+    target = [[7.05, 3.5]]  # 1.2 below the box: outside the inscribed 1.0, in the inflation band
+    assert _check(costmap, target)[0]
+    assert not _check(costmap, target, max_cost=20)[0]  # its cost is above 20
+    assert not _check(costmap, [[7.05, 3.8]])[0]  # the centre within 1.0 of the box: inscribed
+    assert _check(costmap, target, inflation=0.1)[0] and not _check(costmap, target, inflation=0.3)[0]
+
+
+# -- polygon footprints ---------------------------------------------------------------------------
+def test_parse_footprint_reads_nav2s_format_and_names_bad_values():
+    square = parse_footprint("[[0.5, 0.4], [0.5, -0.4], [-0.5, -0.4], [-0.5, 0.4]]")
+    np.testing.assert_allclose(square, [[0.5, 0.4], [0.5, -0.4], [-0.5, -0.4], [-0.5, 0.4]])
+    np.testing.assert_allclose(parse_footprint("[[.5,1e-1],[-0.5,0.1],[0,-1.]]"), [[.5, .1], [-.5, .1], [0, -1]])
+    assert parse_footprint("") is None and parse_footprint(" [] ") is None
+    np.testing.assert_allclose(footprint_radii(square), (0.4, math.hypot(0.5, 0.4)))
+    for bad, words in (("[[1, 2], [3, 4]]", "at least 3"), ("[[1, 2], [1, 2], [1, 2]]", "no area"),
+                       ("0.5", "nav2's format"), ("[[1, 2], [3, 4], [5]]", "nav2's format"),
+                       ("[[1, nan], [3, 4], [5, 6]]", "nav2's format")):
+        with pytest.raises(ValueError, match=words) as err:
+            parse_footprint(bad)
+        assert bad[:10] in str(err.value) and "[[x, y]" in str(err.value) or words != "nav2's format"
+
+
+def test_a_polygon_footprint_fits_where_its_circumscribed_disc_does_not(room):
+    """A narrow robot (0.6 x 1.6 m, long across its heading) between the wall and the box."""
+    long_sideways = [[0.3, 0.8], [0.3, -0.8], [-0.3, -0.8], [-0.3, 0.8]]  # x towards the object
+    target = [[6.0, 5.0]]  # facing +x; 0.8 from the wall's cells at x < 5.2, 0.8 from the box's at 6.8
+    assert not _check(room, target)[0]  # the 1.0 disc crosses the wall
+    assert _check(room, target, robot_radius=0.86, footprint=long_sideways)[0]
+    turned = [[0.9, 0.3], [0.9, -0.3], [-0.9, -0.3], [-0.9, 0.3]]  # turned (and a little longer): towards the box
+    assert not _check(room, target, robot_radius=0.86, footprint=turned)[0]
+
+
+def test_the_polygon_check_sees_cells_inside_it_and_never_accepts_an_overlap():
+    """Random poses near one blocked cell: the body meets the cell iff a dense sample of the cell lies inside.
+
+    The object stands 3 m up; a pose is also invalid when the gripper's line towards it crosses the cell.
+    """
+    from matplotlib.path import Path
+
+    rng = np.random.default_rng(1)
+    poly = np.array([[0.6, 0.0], [0.2, 0.5], [-0.5, 0.4], [-0.4, -0.45], [0.3, -0.35]])  # 5 corners, convex
+    data = np.zeros((80, 80), np.int8)
+    data[20, 20] = 100  # cell x 2.0..2.1, y 2.0..2.1
+    grid = OccupancyMap(data, 0.1)
+    goal = np.array([2.05, 5.05])
+    u = (np.arange(40) + 0.5) / 40
+    cell_pts = np.stack(np.meshgrid(2.0 + 0.1 * u, 2.0 + 0.1 * u), -1).reshape(-1, 2)
+    targets = np.array([2.05, 2.05]) + rng.uniform(-0.75, 0.75, (400, 2))
+    got = check_base_targets(grid, targets, goal, 0.0, [0.01, 0.01], 0.8, 10.0, footprint=poly)
+    agree = 0
+    for t, ok in zip(targets, got):
+        yaw = math.atan2(goal[1] - t[1], goal[0] - t[0])
+        c, s = math.cos(yaw), math.sin(yaw)
+        body = Path(t + poly @ np.array([[c, s], [-s, c]])).contains_points(cell_pts).any()
+        line = t + np.linspace(0, 1, 4000)[:, None] * (goal - t)
+        crosses = ((line >= 2.0) & (line < 2.1)).all(axis=1).any()
+        assert not (ok and body)  # never accepts a pose whose body covers the blocked cell
+        agree += ok == (not body and not crosses)
+    assert agree >= 0.97 * len(targets) and 0.2 < got.mean() < 0.8  # both answers occur
+
+
+# -- any map size ---------------------------------------------------------------------------------
+def test_the_check_and_the_patch_read_the_same_on_a_big_map_as_on_the_room(room):
+    """The room placed in a 2000 x 2000 map (200 m): the same answers, and only its window read."""
+    from dualdiff_ros.navigate_to import PatchSpec, map_features
+
+    big = np.full((2000, 2000), -1, np.int8)  # unknown around it, as off the room's map
+    big[700:800, 1300:1400] = room.data
+    big_map = OccupancyMap(big, RES, origin_x=-130.0, origin_y=-70.0)
+    rng = np.random.default_rng(2)
+    targets = BOX[0] + rng.normal(0, 1.5, (400, 2))
+    a = check_base_targets(room, targets, *BOX, R, L)
+    b = check_base_targets(big_map, targets, *BOX, R, L)
+    assert a.any() and (~a).any() and (a == b).all()
+    state = np.array([*BOX[0], 0.5, 0.5, 0.0, 0, 1, 1, 0, 1])
+    spec = PatchSpec(cells=8, half_extent=2.5)  # inside the room; clearance reads 4 m further
+    free_around = big_map.data.copy()
+    free_around[free_around < 0] = 0  # clearance counts unknown as an obstacle, the room's edge as nothing
+    np.testing.assert_array_equal(map_features(room, state, spec),
+                                  map_features(OccupancyMap(free_around, RES, -130.0, -70.0), state, spec))
+    window = big_map.window(BOX[0], 5.0)
+    assert window.data.base is big and window.width <= 102 and window.values_at([[7.05, 5.0]])[0] == 100
+    assert big_map.window([-500.0, -500.0], 1.0).data.tolist() == [[-1]]  # off the map: one unknown cell
