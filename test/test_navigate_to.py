@@ -204,3 +204,78 @@ def test_an_older_map_model_gets_its_guidance_block_on_load(tmp_path_factory):
     assert model.metadata["droppable_condition"] == block
     loaded = serving.load_for_slot("general", "navigate_to", "", root / "navigate_to" / "general.safetensors", root)
     assert loaded.metadata["droppable_condition"] == block
+
+
+# -- nav2 costmaps, footprints and map size through the service policy ----------------------------
+def test_a_nav2_costmap_is_detected_and_answered(service, simulated):
+    """The simulator's map as nav2 publishes it (inflation = robot radius + 0.55): valid poses, and the note."""
+    from dualdiff_ros.maps import nav2_costmap
+
+    state, grid = simulated
+    costmap = nav2_costmap(grid, inscribed_radius=1.0)
+    costmap.semantics = "occupancy"  # what the message gives: the service has to tell
+    service.configure({**serving.defaults(), "robot.radius": 1.0})
+    try:
+        answer = service.answer("navigate_to", "", "joint", state, 16, seed=3, grid=costmap)
+        plain = service.answer("navigate_to", "", "joint", state, 16, seed=3, grid=grid)
+        service.configure({**serving.defaults(), "robot.radius": 1.0, "map.semantics": "occupancy"})
+        with pytest.raises(serving.Refused) as as_occupancy:  # the old reading: the robot counted twice
+            service.answer("navigate_to", "", "joint", state, 16, seed=3, grid=costmap)
+    finally:
+        service.configure(serving.defaults())
+    assert "map read as a nav2 costmap" in answer.message and "map read as an occupancy grid" in plain.message
+    assert len(answer.proposals) >= 8
+    assert MapCheck(robot_radius=1.0).valid(grid, state, answer.proposals).all()  # clear on the true occupancy
+    assert as_occupancy.value.result == serving.RESULT_NO_VALID_PROPOSAL
+    assert "occupancy grid: map.occupied_threshold 50" in str(as_occupancy.value)
+
+
+def test_the_map_patch_of_a_costmap_is_the_occupancy_maps(simulated):
+    from dualdiff_ros.maps import nav2_costmap
+
+    state, grid = simulated
+    costmap = nav2_costmap(grid, inscribed_radius=2.0)
+    for features in ("clearance", "occupancy"):
+        spec = PatchSpec(features=features)
+        np.testing.assert_array_equal(map_features(costmap, state, spec), map_features(grid, state, spec))
+    assert not np.array_equal(map_features(costmap.with_semantics("occupancy"), state, PatchSpec()),
+                              map_features(grid, state, PatchSpec()))
+
+
+def test_map_settings_are_checked_with_the_value_and_the_fix(service):
+    for key, value, words in (("robot.footprint", "[[1, 2], [3, 4]]", "at least 3"),
+                              ("robot.footprint", "a box", "nav2's format"),
+                              ("map.semantics", "costs", "map.semantics 'costs': use one of")):
+        with pytest.raises(ValueError, match=words):
+            service.configure({**serving.defaults(), key: value})
+    service.configure(serving.defaults())
+    names = {s.name: s for s in serving.SETTINGS}
+    assert names["map.semantics"].choices == ("auto", "occupancy", "costmap")
+    assert names["map.semantics"].default == "auto"
+    assert names["map.max_cost"].int_range == (1, 100) and names["map.max_cost"].default == 99
+    assert all(names[n].description for n in ("map.max_cells", "robot.footprint"))
+
+
+def test_a_polygon_footprint_from_the_settings_is_checked(service, simulated):
+    state, grid = simulated
+    square = "[[0.7, 0.7], [0.7, -0.7], [-0.7, -0.7], [-0.7, 0.7]]"
+    service.configure({**serving.defaults(), "robot.footprint": square})
+    try:
+        answer = service.answer("navigate_to", "", "joint", state, 8, seed=2, grid=grid)
+    finally:
+        service.configure(serving.defaults())
+    polygon = ((0.7, 0.7), (0.7, -0.7), (-0.7, -0.7), (-0.7, 0.7))
+    assert MapCheck(footprint=polygon).valid(grid, state, answer.proposals).all()
+    assert not MapCheck(robot_radius=2.0).valid(grid, state, answer.proposals).all()  # the disc was not used
+
+
+def test_a_map_over_max_cells_is_refused_before_it_is_read(service, simulated):
+    state, grid = simulated
+    service.configure({**serving.defaults(), "map.max_cells": grid.width * grid.height - 1})
+    try:
+        with pytest.raises(serving.Refused, match=r"more than map.max_cells = \d+: send the part") as refused:
+            service.answer("navigate_to", "", "joint", state, 4, seed=1, grid=grid)
+    finally:
+        service.configure(serving.defaults())
+    assert refused.value.result == serving.RESULT_INVALID_REQUEST
+    assert len(service.answer("navigate_to", "", "joint", state, 4, seed=1, grid=grid).proposals) >= 1
