@@ -103,6 +103,7 @@ def _bad(grid: OccupancyMap, **change):
     ({"resolution": -0.1}, "resolution must be finite and > 0"),
     ({"data": bytes(10)}, "data has 10 cells"),
     ({"origin_x": float("nan")}, "map.info.origin is not finite"),
+    ({"width": 100_000, "height": 100_000}, "10000000000 cells, more than map.max_cells = 40000000"),
 ])
 def test_a_bad_map_is_named_and_the_node_serves_on(served, scene, change, words):
     _, client = served
@@ -121,3 +122,16 @@ def test_a_map_where_nothing_fits_says_how_many_were_drawn(served, scene):
     # 16 sampled, then 32 of the ring search
     assert reply.result == Response.RESULT_NO_VALID_PROPOSAL and "none of the 48 candidates" in reply.message
     assert not reply.poses
+
+
+def test_a_nav2_costmap_gets_poses_and_the_reply_says_how_it_was_read(served, scene):
+    """The map as nav2's global costmap publishes it (inflated for this 1 m robot + 0.55 m), defaults untouched."""
+    from dualdiff_ros.maps import nav2_costmap
+
+    _, client = served
+    state, grid = scene
+    reply = call(client, _request(state, _bad(nav2_costmap(grid, inscribed_radius=1.0))))
+    assert reply.result == Response.RESULT_OK, reply.message
+    assert "map read as a nav2 costmap" in reply.message and len(reply.poses) >= 1
+    targets = np.array([[p.x, p.y] for p in reply.proposals])
+    assert MapCheck(robot_radius=1.0).valid(grid, np.array(state), targets).all()
