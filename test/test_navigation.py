@@ -77,6 +77,21 @@ def test_a_study_of_some_configurations_trains_only_their_models(tmp_path, data_
     assert store.general_path("navigate_to").is_file() and not store.specialized_path("navigate_to").exists()
 
 
+def test_a_study_with_nav2_costmaps_checks_answers_on_them(tmp_path, data_dir):
+    """`--map costmap`: each state's map as nav2 publishes it; the map check reads it as a costmap and passes poses."""
+    settings = navigation.NavigationSettings.quick(data_dir=str(data_dir), configurations=("ring_map",),
+                                                   map_kind="costmap")
+    held = navigation.sim.held_out_states(navigation.load_datasets(settings)[2]).head(4)
+    perception = navigation.Perception(held, None, "costmap", 0.05, settings.map_check)
+    grid = perception.grid(held.states[0])
+    assert grid.semantics == "costmap" and (grid.data == 99).any() and (grid.data == 100).any()
+    result = navigation.run_navigation_study(tmp_path, settings)
+    row = result["rows"][0]
+    assert row["configuration"] == "ring_map" and row["success"] > 0.5 and row["validity"] > 0.9
+    with pytest.raises(ValueError, match="map kind 'costs'"):
+        navigation.Perception(held, None, "costs")
+
+
 def test_command_line_options_reach_the_settings(tmp_path):
     parser = navigation.add_arguments(argparse.ArgumentParser())
     args = parser.parse_args(["--quick", "--output", str(tmp_path), "--seeds", "3", "4", "--num-states", "7",
@@ -87,6 +102,8 @@ def test_command_line_options_reach_the_settings(tmp_path):
     assert settings.data_dir == str(tmp_path / "data") and settings.general_tasks == 100
     assert navigation.settings_from_args(parser.parse_args(["--general-model", "p.safetensors"])).general_model \
         == "p.safetensors"
+    mapped = navigation.settings_from_args(parser.parse_args(["--map", "costmap", "--map-resolution", "0.1"]))
+    assert (mapped.map_kind, mapped.map_resolution) == ("costmap", 0.1)
 
 
 def test_a_study_evaluates_a_prior_trained_on_shards_with_its_own_epochs(tmp_path, data_dir):

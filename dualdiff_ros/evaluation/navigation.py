@@ -21,6 +21,7 @@ import numpy as np
 from .. import sim
 from ..diffusion.proposer import Proposer
 from ..domains import NAVIGATE_TO
+from ..maps import nav2_costmap
 from ..model_store import Recipe
 from ..navigate_to import MapCheck, PatchSpec, answer_with_map, conditions, map_features, spec_of
 from ..recipes import NAVIGATION_DATA, recipe
@@ -71,6 +72,10 @@ class NavigationSettings:
     oversample: float = 2.0                               # candidates drawn per answer wanted, with a map
     ring_search: int = 4                                  # the service's map.ring_search
     general_model: str | None = None  # a prior trained elsewhere (`dualdiff train --data`): evaluated, not trained
+    # The map each state comes with: "occupancy" (the simulator node's grid) or "costmap" (that grid as nav2
+    # publishes its costmap for this robot: maps.nav2_costmap), at `map_resolution` metres per cell.
+    map_kind: str = "occupancy"
+    map_resolution: float = 0.05
 
     @classmethod
     def quick(cls, **overrides) -> "NavigationSettings":
@@ -99,12 +104,27 @@ def study_configurations() -> dict:
     return configs
 
 
-class Perception:
-    """What the study's proposers see of each held-out state: its map (as the simulator node publishes it)."""
+MAP_KINDS = ("occupancy", "costmap")
 
-    def __init__(self, held_out, spec: PatchSpec | None):
+
+class Perception:
+    """What the study's proposers see of each held-out state: its map (as the simulator node publishes it).
+
+    `map_kind` "costmap": the same grid as nav2 publishes its costmap for the checked robot (inscribed
+    radius its own, inflation + 0.55 m, cost_scaling_factor 3), read as the service reads it with
+    map.semantics auto (the study's map check resolves it per state).
+    """
+
+    def __init__(self, held_out, spec: PatchSpec | None, map_kind: str = "occupancy", resolution: float = 0.05,
+                 check: MapCheck | None = None):
+        if map_kind not in MAP_KINDS:
+            raise ValueError(f"map kind {map_kind!r}: use one of {MAP_KINDS}")
         self.spec, self.grids, self.features = spec, {}, {}
-        for rows, grid in state_maps(held_out.seed, held_out.task_index, held_out.step):
+        check = check or MapCheck()
+        for rows, grid in state_maps(held_out.seed, held_out.task_index, held_out.step, resolution):
+            if map_kind == "costmap":
+                grid = nav2_costmap(grid, inscribed_radius=check.inner_radius).with_semantics("occupancy")
+            grid = check.resolve_semantics(grid, held_out.states[rows[0]])[0]
             for r in rows:
                 key = held_out.states[r].tobytes()
                 self.grids[key] = grid
@@ -190,7 +210,8 @@ def single_query_ms(fn, states: np.ndarray, k: int) -> float:
 def evaluate_configurations(configs: dict, models: dict, held_out, settings: NavigationSettings,
                             seed: int) -> list[dict]:
     rows = []
-    perception = Perception(held_out, spec_of(models["general"]))
+    perception = Perception(held_out, spec_of(models["general"]), settings.map_kind, settings.map_resolution,
+                            settings.map_check)
     for name, spec in configs.items():
         if name in CHECKED:
             report = evaluate_checked(name, spec, models, held_out, perception, settings, seed)
@@ -214,7 +235,8 @@ def evaluate_configurations(configs: dict, models: dict, held_out, settings: Nav
 def plot_proposals(configs: dict, models: dict, held_out, settings: NavigationSettings, seed: int) -> dict:
     """For the plotted states: each configuration's proposals [n, k, 2] and validity [n, k]."""
     out = {}
-    perception = Perception(held_out, spec_of(models["general"]))
+    perception = Perception(held_out, spec_of(models["general"]), settings.map_kind, settings.map_resolution,
+                            settings.map_check)
     for name, spec in configs.items():
         if name in CHECKED:
             continue
@@ -403,6 +425,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="map patch values: clearance to the nearest obstacle (default) or occupancy")
     parser.add_argument("--map-dropout", type=float, default=None,
                         help="share of general training rows that see no map (default 0.5)")
+    parser.add_argument("--map", choices=MAP_KINDS, default=None, dest="map_kind",
+                        help="the map each state comes with: the simulator's occupancy grid (default) or that grid as "
+                             "nav2 publishes its costmap (inflation radius = robot radius + 0.55 m)")
+    parser.add_argument("--map-resolution", type=float, default=None, help="metres per map cell (default 0.05)")
     parser.add_argument("--oversample", type=float, default=None,
                         help="candidates drawn per answer wanted when a map is checked (default 2)")
     return parser
@@ -433,6 +459,9 @@ def settings_from_args(args) -> NavigationSettings:
         recipe_ = replace(recipe_, map_dropout=args.map_dropout)
     if args.oversample is not None:
         changes["oversample"] = args.oversample
+    for key in ("map_kind", "map_resolution"):
+        if getattr(args, key, None) is not None:
+            changes[key] = getattr(args, key)
     if args.general_model is not None:
         changes["general_model"] = args.general_model
     return replace(settings, recipe=recipe_, **changes)

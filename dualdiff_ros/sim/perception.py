@@ -23,8 +23,11 @@ def step_map(scene: Scene, step_index: int, resolution: float | None = None) -> 
                            margin=MAP_MARGIN)
 
 
-def state_maps(seed, task_index, step):
-    """Yield (row indices, map) for each distinct (seed, task, step) of aligned arrays, one scene build per task."""
+def state_maps(seed, task_index, step, resolution: float | None = None):
+    """Yield (row indices, map) for each distinct (seed, task, step) of aligned arrays, one scene build per task.
+
+    `resolution`: metres per cell (default MAP_RESOLUTION, the simulator node's).
+    """
     keys = np.column_stack([np.asarray(seed), np.asarray(task_index), np.asarray(step)]).astype(np.int64)
     order = np.lexsort(keys.T[::-1])
     scene, scene_key = None, None
@@ -36,7 +39,7 @@ def state_maps(seed, task_index, step):
             end += 1
         if scene_key != (key[0], key[1]):
             scene, scene_key = generate_scene(int(key[0]), int(key[1])), (key[0], key[1])
-        yield order[start:end], step_map(scene, int(key[2]))
+        yield order[start:end], step_map(scene, int(key[2]), resolution)
         start = end
 
 
