@@ -106,7 +106,8 @@ def _benchmark(args) -> int:
              "sampler.fine_steps": args.sampler_fine_steps, "sampler.guidance": args.sampler_guidance}
     overrides = {name: value for name, value in given.items() if value is not None}  # the rest: config/bringup.yaml
     run_service_benchmark(args.model_dir, args.output, requests=args.requests, clients=args.clients,
-                          num_samples=args.num_samples, overrides=overrides, mode=args.mode, domain=args.domain)
+                          num_samples=args.num_samples, overrides=overrides, mode=args.mode, domain=args.domain,
+                          map_kind=args.map, map_resolution=args.map_resolution)
     return 0
 
 
@@ -330,6 +331,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mode", default="joint", choices=["joint", "general", "specialized"], help="request mode")
     p.add_argument("--domain", default="cabinet", choices=["cabinet", NAVIGATE_TO],
                    help="navigate_to: a held-out ball state with its 200 x 200 map, checked against it")
+    p.add_argument("--map", default="occupancy", choices=["occupancy", "costmap"],
+                   help="navigate_to: the map as an occupancy grid or as nav2 publishes its costmap")
+    p.add_argument("--map-resolution", type=float, default=0.1,
+                   help="navigate_to: metres per map cell (0.05: 400 x 400)")
     p.set_defaults(func=_benchmark)
 
     p = sub.add_parser("reliability", help="hostile-client probes, load, small-beside-large latency, kill -9 rounds")

@@ -36,6 +36,7 @@ ROBOT_REACH = 4.0
 FRAMES = ("world", "object")
 FEATURES = ("occupancy", "clearance")
 CLEARANCE_SCALE = 4.0  # metres: a clearance of this or more reads 1 in the patch
+SMALL_WINDOW = 100_000  # cells: a smaller window's clearance is its distance transform, a larger one a k-d tree's
 
 
 @dataclass(frozen=True)
@@ -96,10 +97,10 @@ def clearance_at(grid: OccupancyMap, points, horizon: float) -> np.ndarray:
     """Metres from the cell under each map-frame point ``[..., 2]`` to the nearest blocked cell, ``[...]``.
 
     The numbers of `clearance` (centre to centre), exact up to ``horizon`` (inf beyond: callers clip
-    there), read from a window of the map around the points only: the nearest blocked cell of a free
-    cell is a blocked cell with a free 4-neighbour, so a k-d tree of those boundary cells in the window
-    answers every query. Points off the map read 0 (no room there). The cost depends on the window,
-    not on the map's size.
+    there), read from a window of the map around the points only: a small window's distance transform,
+    or, for a large one, a k-d tree of its boundary cells (the nearest blocked cell of a free cell is a
+    blocked cell with a free 4-neighbour). Points off the map read 0 (no room there). The cost depends
+    on the window, not on the map's size.
     """
     from scipy.spatial import cKDTree
 
@@ -116,6 +117,11 @@ def clearance_at(grid: OccupancyMap, points, horizon: float) -> np.ndarray:
     cells = window.world_to_cell(flat[on_map])
     ci = np.clip(cells[:, 0], 0, window.width - 1)
     cj = np.clip(cells[:, 1], 0, window.height - 1)
+    if blocked.size <= SMALL_WINDOW and blocked.any():  # a room: the distance transform is quicker than the tree
+        from scipy.ndimage import distance_transform_edt
+
+        out[on_map] = distance_transform_edt(~blocked)[cj, ci] * grid.resolution
+        return out.reshape(points.shape[:-1])
     padded = np.pad(blocked, 1, constant_values=True)
     interior = padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
     boundary = np.argwhere(blocked & ~interior)  # (row j, column i)

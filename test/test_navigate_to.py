@@ -279,3 +279,21 @@ def test_a_map_over_max_cells_is_refused_before_it_is_read(service, simulated):
         service.configure(serving.defaults())
     assert refused.value.result == serving.RESULT_INVALID_REQUEST
     assert len(service.answer("navigate_to", "", "joint", state, 4, seed=1, grid=grid).proposals) >= 1
+
+
+@pytest.mark.parametrize("resolution", [0.1, 0.05])  # a window's distance transform, a k-d tree of a large one
+@pytest.mark.parametrize("frame", ["world", "object"])
+def test_the_windowed_clearance_is_the_whole_maps(resolution, frame):
+    from dualdiff_ros.sim.perception import step_map
+
+    scene = sim_scene.generate_scene(0, 1)
+    grid = step_map(scene, 0, resolution)
+    rect = scene.object_rects[scene.steps[0].object_index]
+    state = np.array([*rect[:2], *rect[2:4], rect[4], 0.0, 3.0, 3.0, 0.0, 1.0])
+    spec = PatchSpec(frame=frame)
+    windowed = navigate_to.patch(grid, state, spec)
+    np.testing.assert_array_equal(windowed, navigate_to.patch(grid, state, spec, navigate_to.clearance(grid)))
+    assert 0.0 < windowed.mean() < 1.0
+    size = int(round(60 / resolution))
+    empty = OccupancyMap(np.zeros((size, size), np.int8), resolution, -20.0, -20.0)  # 60 m, nothing on it
+    assert (navigate_to.patch(empty, state, spec) == 1.0).all()

@@ -24,8 +24,12 @@ from ..domains import NAVIGATE_TO
 DOMAIN, STATE = "cabinet", (1.0, 2.0, 0.5)
 
 
-def navigate_request():
-    """(state, OccupancyGrid message) of one held-out navigate-to-ball state, its map 200 x 200 at 0.1 m."""
+def navigate_request(map_kind: str = "occupancy", resolution: float = 0.1):
+    """(state, OccupancyGrid message) of one held-out navigate-to-ball state and its map.
+
+    Default: the occupancy grid, 200 x 200 at 0.1 m. `map_kind` "costmap": that grid as nav2 publishes
+    its costmap for the simulator's robot (maps.nav2_costmap); `resolution` 0.05: 400 x 400 cells.
+    """
     from builtin_interfaces.msg import Time
 
     from .. import sim
@@ -37,17 +41,25 @@ def navigate_request():
                                             sim.SPECIALIZED_TYPES, name="benchmark"))
     i = int(np.argmax([len(r) for r in held.reference]))  # an ordinary state: many recorded valid targets
     scene = sim.generate_scene(int(held.seed[i]), int(held.task_index[i]))
-    grid = rasterize_scene(scene, 0.1, absent=scene.steps[int(held.step[i])].absent)
+    grid = rasterize_scene(scene, resolution, absent=scene.steps[int(held.step[i])].absent)
+    if map_kind == "costmap":
+        from ..maps import nav2_costmap
+        from ..navigate_to import ROBOT_RADIUS
+
+        grid = nav2_costmap(grid, inscribed_radius=ROBOT_RADIUS)
+    elif map_kind != "occupancy":
+        raise ValueError(f"map kind {map_kind!r}: use occupancy or costmap")
     return [float(v) for v in held.states[i]], occupancy_grid(grid, "map", Time())
 
 
 def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clients: int = 8,
                           num_samples: int = 32, overrides: dict | None = None, mode: str = "joint",
-                          domain: str = DOMAIN) -> dict:
+                          domain: str = DOMAIN, map_kind: str = "occupancy", map_resolution: float = 0.1) -> dict:
     from ..bringup import running_nodes
     from ..client import ProposalClient
 
-    request = (domain, list(STATE), None) if domain == DOMAIN else (NAVIGATE_TO, *navigate_request())
+    request = (domain, list(STATE), None) if domain == DOMAIN else (NAVIGATE_TO,
+                                                                    *navigate_request(map_kind, map_resolution))
     overrides = {"general_prior_node": {"domains": [domain]}, "placement_proposal_node": dict(overrides or {})}
     with running_nodes(model_dir, ("general_prior_node", "placement_proposal_node"), overrides) as (context, _):
         # One client for the latency phase: the throughput phase's other client nodes, idle but
@@ -72,7 +84,8 @@ def run_service_benchmark(model_dir: str, output: str, requests: int = 200, clie
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
         "request": {"domain": domain, "mode": mode, "num_samples": num_samples,
-                    "map": None if request[2] is None else f"{request[2].info.width} x {request[2].info.height}"},
+                    "map": None if request[2] is None else f"{request[2].info.width} x {request[2].info.height} "
+                                                            f"{map_kind} at {map_resolution:g} m"},
         "sequential_requests": requests,
         "latency_ms": {"p50": float(np.percentile(latencies, 50)), "p99": float(np.percentile(latencies, 99)),
                        "mean": float(np.mean(latencies))},
