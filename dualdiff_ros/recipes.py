@@ -80,8 +80,10 @@ def navigation_recipe(general_epochs: int = 30) -> Recipe:
 def _navigation_recipe(name: str) -> Recipe:
     if name == "full":
         return navigation_recipe()
-    if name == "demo":  # about a minute of training on one core
-        full = navigation_recipe(general_epochs=20)
+    if name == "demo":  # two to three minutes on one core, most of it the two ball models
+        # 60 epochs (~2,500 steps of 1024) for the prior: at 20 it was undertrained (2.07 candidates per valid
+        # pose with a map against 1.49, for +23 s of CPU: docs/notes/2026-12-04-nav2-costmaps.md).
+        full = navigation_recipe(general_epochs=60)
         return replace(full, architecture={"name": "mlp", "width": 128, "depth": 3},
                        general=replace(full.general, batch_size=1024))
     return Recipe(architecture={"name": "mlp", "width": 64, "depth": 2},
