@@ -535,7 +535,7 @@ class PlacementService:
             route.notes.append(f"the map was ignored: {request.domain} proposals are not checked against a map")
             grid = None
         if grid is not None:  # read as occupancy or costmap (maybe detected: the note says so)
-            grid, note = request_map(grid, request.state, values)
+            grid, note = request_map(grid, request.map_state, values)
             route.notes += [note] if note else []
         drawn_per_request = (navigate_to.candidates_for(request.num_samples, float(values["distinct.oversample"]))
                              if request.min_separation > 0 else request.num_samples)
