@@ -256,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("learning-curve", help="quality against the number of observations, beside the Bayes limit")
     p.add_argument("--domain", default="cabinet", choices=["cabinet", "round_table"],
-                   help="a domain with a home family (a spec domain has none: docs/domains.md, 'Studies on a spec domain')")
+                   help="a domain with a home family (a spec domain has none: docs/domains.md, "
+                        "'Studies on a spec domain')")
     p.add_argument("--output", required=True)
     p.add_argument("--quick", action="store_true", help="tiny data and models (tests)")
     p.add_argument("--recipe", default="demo", choices=RECIPES, help="model size and training length")
