@@ -1,0 +1,65 @@
+"""Tables of `scripts/any_home_study.sh`'s learning curves: mean ± sd over homes and seeds, per group.
+
+.venv/bin/python scripts/any_home_table.py runs/any_home [--observations 1 2 4 8 16 32 64 128]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+ROWS = ("general", "fine_tuned", "proposer", "home_aware_summary", "home_aware", "served", "limit", "oracle")
+METRICS = ("accuracy", "coverage_vs_oracle", "looks_to_find")
+
+
+def load(folder: Path):
+    """(domain, family) -> list of rows (every home of every seed)."""
+    out = defaultdict(list)
+    for path in sorted(folder.glob("*/results.json")):
+        result = json.loads(path.read_text())
+        out[(result["domain"], result.get("family", "box"))].extend(result["rows"])
+    return out
+
+
+def table(rows, observations) -> str:
+    lines = ["| N | " + " | ".join(r for r in ROWS) + " |", "|---|" + "---|" * len(ROWS)]
+    for n in observations:
+        cells = []
+        for name in ROWS:
+            got = [r for r in rows if r["observations"] == n and r["row"] == name]
+            if not got:
+                cells.append("")
+                continue
+            means = [np.mean([r[m] for r in got]) for m in METRICS]
+            cells.append(" / ".join(f"{v:.2f}" for v in means))
+        lines.append(f"| {n} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def ways(rows, observations) -> str:
+    counts = {n: defaultdict(int) for n in observations}
+    for r in rows:
+        if r["row"] == "served" and r["observations"] in counts:
+            counts[r["observations"]][r.get("answered_by", "?")] += 1
+    return "; ".join(f"N={n}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for n, c in counts.items())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("folder")
+    p.add_argument("--observations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    args = p.parse_args()
+    for (domain, family), rows in sorted(load(Path(args.folder)).items()):
+        homes = len({(r["home"]) for r in rows})
+        first = rows[0]["observations"] if rows else 0
+        pairs = len([r for r in rows if r["row"] == "general" and r["observations"] == first])
+        print(f"\n### {domain}, {family} homes ({pairs} home-seed pairs; accuracy / coverage vs oracle / looks)\n")
+        print(table(rows, args.observations))
+        print(f"\nserved from: {ways(rows, args.observations)}  ({homes} home names)")
+
+
+if __name__ == "__main__":
+    main()
