@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dualdiff_ros.evaluation.learning_curve import WAY_ROWS
+
 ROWS = ("general", "fine_tuned", "proposer", "home_aware_summary", "home_aware", "served", "limit", "oracle")
 METRICS = ("accuracy", "coverage_vs_oracle", "looks_to_find")
 
@@ -21,6 +23,24 @@ def load(folder: Path):
     for path in sorted(folder.glob("*/results.json")):
         result = json.loads(path.read_text())
         out[(result["domain"], result.get("family", "box"))].extend(result["rows"])
+    return out
+
+
+def served_at(rows, margin: float | None) -> list:
+    """The rows with "served" replaced by what the check chooses at `margin` (None: as recorded)."""
+    if margin is None:
+        return rows
+    by = {(r["home"], r["observations"], r["row"]): r for r in rows}
+    out = []
+    for r in rows:
+        scores = r.get("check_scores") if r["row"] == "served" else None
+        if scores:
+            best = max(scores, key=scores.get)
+            way = best if scores[best] - scores.get("home_aware", -np.inf) >= margin else "home_aware"
+            chosen = by.get((r["home"], r["observations"], WAY_ROWS[way]))
+            if chosen is not None:
+                r = {**chosen, "row": "served", "answered_by": way}
+        out.append(r)
     return out
 
 
@@ -51,8 +71,11 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder")
     p.add_argument("--observations", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    p.add_argument("--margin", type=float, default=None,
+                   help="replay the served row's check at this check.margin (default: as the run served)")
     args = p.parse_args()
     for (domain, family), rows in sorted(load(Path(args.folder)).items()):
+        rows = served_at(rows, args.margin)
         homes = len({(r["home"]) for r in rows})
         first = rows[0]["observations"] if rows else 0
         pairs = len([r for r in rows if r["row"] == "general" and r["observations"] == first])
