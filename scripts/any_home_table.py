@@ -22,7 +22,9 @@ def load(folder: Path):
     out = defaultdict(list)
     for path in sorted(folder.glob("*/results.json")):
         result = json.loads(path.read_text())
-        out[(result["domain"], result.get("family", "box"))].extend(result["rows"])
+        # home names repeat across seeds: a row is known by its run and its home
+        out[(result["domain"], result.get("family", "box"))].extend({**r, "run": path.parent.name}
+                                                                    for r in result["rows"])
     return out
 
 
@@ -30,14 +32,14 @@ def served_at(rows, margin: float | None) -> list:
     """The rows with "served" replaced by what the check chooses at `margin` (None: as recorded)."""
     if margin is None:
         return rows
-    by = {(r["home"], r["observations"], r["row"]): r for r in rows}
+    by = {(r["run"], r["home"], r["observations"], r["row"]): r for r in rows}
     out = []
     for r in rows:
         scores = r.get("check_scores") if r["row"] == "served" else None
         if scores:
             best = max(scores, key=scores.get)
             way = best if scores[best] - scores.get("home_aware", -np.inf) >= margin else "home_aware"
-            chosen = by.get((r["home"], r["observations"], WAY_ROWS[way]))
+            chosen = by.get((r["run"], r["home"], r["observations"], WAY_ROWS[way]))
             if chosen is not None:
                 r = {**chosen, "row": "served", "answered_by": way}
         out.append(r)
@@ -76,7 +78,7 @@ def main() -> None:
     args = p.parse_args()
     for (domain, family), rows in sorted(load(Path(args.folder)).items()):
         rows = served_at(rows, args.margin)
-        homes = len({(r["home"]) for r in rows})
+        homes = len({(r["run"], r["home"]) for r in rows})
         first = rows[0]["observations"] if rows else 0
         pairs = len([r for r in rows if r["row"] == "general" and r["observations"] == first])
         print(f"\n### {domain}, {family} homes ({pairs} home-seed pairs; accuracy / coverage vs oracle / looks)\n")
