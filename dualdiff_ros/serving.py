@@ -635,8 +635,12 @@ class PlacementService:
             cached = self._checks.get((r.domain, r.task))
         if cached is not None and cached[0] == key:
             return cached[1]
-        verdict = home_check.check(ways, context.points, seed=1000 + context.version, preferred=HOME_AWARE,
-                                   margin=float(values["check.margin"]))
+        try:
+            verdict = home_check.check(ways, context.points, seed=1000 + context.version, preferred=HOME_AWARE,
+                                       margin=float(values["check.margin"]))
+        except (ValueError, LookupError, RuntimeError) as err:  # a way that cannot draw: answer unchecked
+            verdict = home_check.Verdict(HOME_AWARE, {}, f"the answer check failed ({type(err).__name__}: "
+                                                         f"{quote(str(err))}): answered from the home-aware prior")
         with self._check_lock:
             self._checks[(r.domain, r.task)] = (key, verdict)
         return verdict

@@ -170,3 +170,20 @@ def test_the_checked_answer_says_which_way_answered_and_why(service, monkeypatch
         assert "checked" not in service.answer("cabinet", "", "joint", STATE, 8, seed=4).message
     finally:
         service.configure({**serving.defaults(), "check.enabled": False})
+
+
+def test_a_check_that_cannot_draw_answers_from_the_prior_and_says_so(service, monkeypatch):
+    from dualdiff_ros.learning import home_check
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a way could not draw")
+
+    monkeypatch.setattr(home_check, "score_way", broken)
+    service.configure(serving.defaults())
+    try:
+        _observe(service, 9)
+        answer = service.answer("cabinet", "", "joint", STATE, 4, seed=3)
+        assert answer.mode_used == "home_aware" and "the answer check failed" in answer.message
+        assert np.isfinite(answer.proposals).all()
+    finally:
+        service.configure({**serving.defaults(), "check.enabled": False})
