@@ -126,10 +126,15 @@ def test_evaluation_action_reports_each_state(simulator):
     answer = _wait(handle.get_result_async(), 120)
     assert answer.status == GoalStatus.STATUS_SUCCEEDED, answer.result.message
     assert 0.0 <= answer.result.validity_rate <= 1.0 and '"n_states": 3' in answer.result.report_json
-    # Feedback is a topic and the result a service: the last feedback can arrive after the result.
+    # Feedback is a topic and the result a service: the last feedback can arrive after the result, and on
+    # a loaded machine a feedback message may not arrive at all (seen in full-suite runs: (1, 3), (2, 3)
+    # only). What arrives is in order and of this goal; that every state is reported is tested without
+    # the topic (test_sim_evaluate.py::test_progress_reports_each_state_once_in_order).
     checked = lambda: [(f.states_done, f.states_total) for f in feedback if f.stage == "checking"]  # noqa: E731
     _wait_until(lambda: len(checked()) >= 3, 10)
-    assert checked() == [(1, 3), (2, 3), (3, 3)]
+    got = checked()
+    assert got and all(total == 3 for _, total in got), got
+    assert [done for done, _ in got] == sorted(set(done for done, _ in got)) and set(got) <= {(1, 3), (2, 3), (3, 3)}
 
 
 def test_dataset_generation_reports_progress_and_cancels(simulator, tmp_path):

@@ -53,3 +53,12 @@ def test_scene_picture_is_written(tmp_path, held_out):
     draw_scene(scene, path, step.object_index, held_out.reference[0], robot=held_out.states[0, 6:9],
                absent=step.absent)
     assert path.stat().st_size > 1000
+
+
+def test_progress_reports_each_state_once_in_order(held_out):
+    """What the simulator node's evaluation action sends as feedback, without the topic in between."""
+    seen = []
+    evaluate_proposer(ring_proposer, held_out, samples_per_state=4, on_progress=lambda *a: seen.append(a))
+    n = len(held_out)
+    assert seen[0] == ("proposing", 0, n)
+    assert seen[1:] == [("checking", i, n) for i in range(1, n + 1)]
