@@ -32,6 +32,7 @@ from .learning import home_check
 from .learning.in_context import (
     MAX_CONTEXT_POINTS,
     SUMMARY_SIZE,
+    context_conditions,
     context_points,
     context_size,
     model_context_kind,
@@ -605,7 +606,7 @@ class PlacementService:
         kind = model_context_kind(model)
         pseudo = pseudo_used(context.count, float(values["home_aware.pseudo_observations"])) if kind == "summary" else 0
         block = home_aware_context(model, context, float(values["home_aware.pseudo_observations"]))
-        proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
+        proposer = proposer.with_guidance(guidance)
         note = (f"answered from the home-aware prior ({kind}) with this home's {context.count} observation(s)"
                 f"{f' (+{pseudo:g} pseudo-observations)' if pseudo else ''}, guidance {guidance:g}")
         return Route(None, model, "specialized", proposer, np.concatenate([state, block]), HOME_AWARE, [note])
@@ -625,8 +626,7 @@ class PlacementService:
         if not bool(values["check.enabled"]) or context.count < int(values["check.min_observations"]):
             return None
         r = request
-        ways = answer_ways(r.domain, r.state, home_model, context, r.general, r.specialized, proposer, values)
-        if len(ways) < 2:
+        if r.general is None and r.specialized is None:  # only the home-aware prior could answer
             return None
         key = (context.version, *(m.metadata.get("version", id(m)) if m is not None else ""
                                   for m in (home_model, r.general, r.specialized)),
@@ -635,6 +635,7 @@ class PlacementService:
             cached = self._checks.get((r.domain, r.task))
         if cached is not None and cached[0] == key:
             return cached[1]
+        ways = answer_ways(r.domain, r.state, home_model, context, r.general, r.specialized, proposer, values)
         try:
             verdict = home_check.check(ways, context.points, seed=1000 + context.version, preferred=HOME_AWARE,
                                        margin=float(values["check.margin"]))
@@ -758,8 +759,7 @@ def can_read(model, context: HomeContext) -> bool:
 def home_aware_context(model, context: HomeContext, pseudo_observations: float) -> np.ndarray:
     """The condition block the home-aware prior reads for this home."""
     if model_context_kind(model) == "summary":
-        pseudo = pseudo_used(context.count, pseudo_observations)
-        return with_pseudo_observations(context.summary, context.count, pseudo)
+        return with_pseudo_observations(context.summary, context.count, pseudo_observations)
     return set_block(context.points)
 
 
@@ -771,17 +771,13 @@ def answer_ways(domain: str, state: np.ndarray, home_model, context: HomeContext
     specialist, the specialist alone and the general prior alone; each draws at `state` and gives
     its proposals in the home's frame.
     """
-    guidance = home_aware_guidance(context.count, values)
-    ha_proposer = replace(proposer, sampler=replace(proposer.sampler, guidance=guidance))
+    ha_proposer = proposer.with_guidance(home_aware_guidance(context.count, values))
     kind = model_context_kind(home_model)
     pseudo = float(values["home_aware.pseudo_observations"])
 
     def home_aware(local, n, seed):
-        if kind == "summary":
-            block = with_pseudo_observations(context_summary(local), len(local), pseudo_used(len(local), pseudo))
-        else:
-            block = set_block(local)
-        targets = ha_proposer.propose(None, home_model, np.concatenate([state, block]), n, "specialized", seed).targets
+        condition = context_conditions(state[None], local, pseudo, kind)[0]
+        targets = ha_proposer.propose(None, home_model, condition, n, "specialized", seed).targets
         return home_frame(domain, np.tile(state, (n, 1)), targets)
 
     def pair(mode):

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualdiff_ros.evaluation.learning_curve import WAY_ROWS
+from dualdiff_ros.evaluation.learning_curve import served_at_margin
 
 ROWS = ("general", "fine_tuned", "proposer", "home_aware_summary", "home_aware", "served", "limit", "oracle")
 METRICS = ("accuracy", "coverage_vs_oracle", "looks_to_find")
@@ -25,24 +25,6 @@ def load(folder: Path):
         # home names repeat across seeds: a row is known by its run and its home
         out[(result["domain"], result.get("family", "box"))].extend({**r, "run": path.parent.name}
                                                                     for r in result["rows"])
-    return out
-
-
-def served_at(rows, margin: float | None) -> list:
-    """The rows with "served" replaced by what the check chooses at `margin` (None: as recorded)."""
-    if margin is None:
-        return rows
-    by = {(r["run"], r["home"], r["observations"], r["row"]): r for r in rows}
-    out = []
-    for r in rows:
-        scores = r.get("check_scores") if r["row"] == "served" else None
-        if scores:
-            best = max(scores, key=scores.get)
-            way = best if scores[best] - scores.get("home_aware", -np.inf) >= margin else "home_aware"
-            chosen = by.get((r["run"], r["home"], r["observations"], WAY_ROWS[way]))
-            if chosen is not None:
-                r = {**chosen, "row": "served", "answered_by": way}
-        out.append(r)
     return out
 
 
@@ -77,7 +59,7 @@ def main() -> None:
                    help="replay the served row's check at this check.margin (default: as the run served)")
     args = p.parse_args()
     for (domain, family), rows in sorted(load(Path(args.folder)).items()):
-        rows = served_at(rows, args.margin)
+        rows = rows if args.margin is None else served_at_margin(rows, args.margin)
         homes = len({(r["run"], r["home"]) for r in rows})
         first = rows[0]["observations"] if rows else 0
         pairs = len([r for r in rows if r["row"] == "general" and r["observations"] == first])

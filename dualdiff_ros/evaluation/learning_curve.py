@@ -299,11 +299,6 @@ def oracle_samples(home, conditions: np.ndarray, k: int, seed: int) -> np.ndarra
     return home.sample_specialized_targets(flat, rng).reshape(len(conditions), k, -1)
 
 
-def served_way(home_aware, observed_local, state, general, specialist, seed: int) -> str:
-    """The way the service answers (see `checked_way`)."""
-    return checked_way(home_aware, observed_local, state, general, specialist, seed)[0]
-
-
 def checked_way(home_aware, observed_local, state, general, specialist, seed: int) -> tuple[str, dict]:
     """The way the placement service answers a joint request at these observations (its own functions).
 
@@ -373,27 +368,38 @@ SWEEP_MARGINS = (0.0, 0.25, 0.5, 1.0, 2.0, 1e9)
 WAY_ROWS = {"home_aware": "home_aware", "joint": "proposer", "specialized": "fine_tuned", "general": "general"}
 
 
+def served_at_margin(rows: list[dict], margin: float) -> list[dict]:
+    """`rows` with each checked served row replaced by the way the check chooses at `margin`.
+
+    Each served row keeps its check's scores per way; the way another margin would have chosen is
+    looked up among the same run's and home's rows (home_aware, proposer = joint, fine_tuned =
+    specialized, general); served rows without scores (N below the check, or its way unmeasured) stay.
+    """
+    by = {(r.get("run"), r["home"], r["observations"], r["row"]): r for r in rows}
+    out = []
+    for r in rows:
+        scores = r.get("check_scores") if r["row"] == "served" else None
+        if scores:
+            best = max(scores, key=scores.get)
+            way = best if scores[best] - scores.get("home_aware", -np.inf) >= margin else "home_aware"
+            chosen = by.get((r.get("run"), r["home"], r["observations"], WAY_ROWS[way]))
+            if chosen is not None:
+                r = {**chosen, "row": "served", "answered_by": way, "check_scores": scores, "replayed": True}
+        out.append(r)
+    return out
+
+
 def margin_sweep(rows: list[dict], margins) -> list[dict]:
     """What the served row would have scored with each check.margin: per (N, margin), mean metrics over homes.
 
-    Each served row keeps its check's scores per way; the way another margin would have chosen is
-    looked up among the same home's rows (home_aware, proposer = joint, fine_tuned = specialized,
-    general). For choosing the margin on validation homes.
+    For choosing the margin on validation homes (`served_at_margin` replays the check).
     """
-    by = {(r["home"], r["observations"], r["row"]): r for r in rows}
     out = []
     for m in margins:
         per_n: dict = {}
-        for r in rows:
-            if r["row"] != "served" or not r.get("check_scores"):
-                continue
-            scores = r["check_scores"]
-            best = max(scores, key=scores.get)
-            way = best if scores[best] - scores.get("home_aware", -np.inf) >= m else "home_aware"
-            chosen = by.get((r["home"], r["observations"], WAY_ROWS[way]))
-            if chosen is None:  # that way's row was not measured (no guidance-1 home-aware row)
-                continue
-            per_n.setdefault(r["observations"], []).append(chosen)
+        for r in served_at_margin(rows, m):
+            if r.get("replayed"):
+                per_n.setdefault(r["observations"], []).append(r)
         for n, chosen in sorted(per_n.items()):
             out.append({"observations": n, "margin": m, "homes": len(chosen),
                         **{k: float(np.mean([c[k] for c in chosen])) for k in METRICS}})
