@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options of `dualdiff train`, shared with `python -m dualdiff_ros.train`."""
     from .diffusion.cluster import DEVICES
     from .domains.spec import BUILTIN_SPECS
-    from .learning.in_context import CONTEXT_KINDS
+    from .learning.in_context import CONTEXT_KINDS, SET_READERS
     from .recipes import RECIPES
 
     p.add_argument("--domain", nargs="+", default=None, choices=list(BUILTIN_SPECS),
@@ -59,6 +59,9 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--home-aware-context", default="set", choices=CONTEXT_KINDS,
                    help="with --home-aware: how the prior reads a home's observations: set (a learned set encoder, "
                         "any shape of home) or summary (count, min, max, mean: one box or disc only)")
+    p.add_argument("--home-aware-reader", default="kernel", choices=SET_READERS,
+                   help="with --home-aware-context set: kernel (pooled encoding plus a kernel read of the points at "
+                        "every denoising step; the default) or pool (the pooled encoding only, the earlier network)")
     p.add_argument("--resume", action="store_true",
                    help="continue the prior from its training state (after an interruption, also kill -9)")
     return p
@@ -102,7 +105,8 @@ def run(args) -> int:
                 from .training_jobs import train_home_aware
                 train_home_aware(domain, args.model_dir, getattr(args, "home_aware_recipe", None) or args.recipe,
                                  args.seed, args.force, progress=True,
-                                 kind=getattr(args, "home_aware_context", "set"))
+                                 kind=getattr(args, "home_aware_context", "set"),
+                                 reader=getattr(args, "home_aware_reader", "kernel"))
     finally:
         cluster.close()
     return 0

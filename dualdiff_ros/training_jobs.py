@@ -28,14 +28,16 @@ log = logging.getLogger("dualdiff.train")
 GENERAL_SIZE, SPECIALIZED_SIZE = 55_398, 128
 
 
-def trained_with(path, recipe_name: str, context: str | None = None) -> bool:
-    """Whether `path` holds a model of this recipe (and, for a home-aware prior, this context kind)."""
+def trained_with(path, recipe_name: str, context: str | None = None, architecture: str | None = None) -> bool:
+    """Whether `path` holds a model of this recipe (and, for a home-aware prior, this context kind and network)."""
     try:
-        metadata = read_header(path)["metadata"]
+        header = read_header(path)
     except CheckpointError:
         return False
+    metadata = header["metadata"]
     kind = metadata.get("context", {}).get("kind", "summary")
-    return metadata.get("recipe") == recipe_name and (context is None or kind == context)
+    return (metadata.get("recipe") == recipe_name and (context is None or kind == context)
+            and (architecture is None or header["architecture"].get("name") == architecture))
 
 
 def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 0, force: bool = False,
@@ -85,25 +87,26 @@ def train_domain(domain: str, model_dir, recipe_name: str = "demo", seed: int = 
 
 
 def train_home_aware(domain: str, model_dir, recipe_name: str = "demo", seed: int = 0, force: bool = False,
-                     progress: bool = True, kind: str = "set") -> str:
+                     progress: bool = True, kind: str = "set", reader: str = "kernel") -> str:
     """Train (or reuse) the domain's home-aware prior on fleet data from the home family; its version.
 
     It answers from the home's observations in its condition (learning/in_context.py), so a robot
     specializes with no training of its own; the placement service uses it while the home has few
     observations (`home_aware.*` parameters).
     """
-    from .learning.in_context import train_prior
+    from .learning.in_context import home_aware_architecture, train_prior
     from .recipes import HOME_AWARE_FLEET, home_aware_recipe
 
     path = ModelStore(model_dir).home_aware_path(domain)
-    if not force and trained_with(path, recipe_name, kind):
-        print(f"[train] {domain}: reusing {path} (recipe {recipe_name}, context {kind}); --force retrains")
+    network = home_aware_architecture(home_aware_recipe(recipe_name).architecture, kind, reader)["name"]
+    if not force and trained_with(path, recipe_name, kind, network):
+        print(f"[train] {domain}: reusing {path} (recipe {recipe_name}, context {kind}, {network}); --force retrains")
         return read_header(path)["metadata"]["version"]
     fleet = HOME_AWARE_FLEET[recipe_name]
     start = time.perf_counter()
-    print(f"[train] {domain}: home-aware prior ({kind} context) on {fleet[0] * fleet[2]} observations of "
-          f"{fleet[0]} fleet homes (recipe {recipe_name})")
-    model = train_prior(domain, home_aware_recipe(recipe_name), fleet, seed, kind, "fleet", progress)
+    print(f"[train] {domain}: home-aware prior ({kind} context, {network}) on {fleet[0] * fleet[2]} observations "
+          f"of {fleet[0]} fleet homes (recipe {recipe_name})")
+    model = train_prior(domain, home_aware_recipe(recipe_name), fleet, seed, kind, "fleet", progress, reader)
     model.metadata.update(recipe=recipe_name)
     version = save(model, path)
     print(f"[train] {domain}: wrote {path} ({version}) in {time.perf_counter() - start:.0f} s")

@@ -99,3 +99,67 @@ def test_every_home_family_stays_inside_the_furniture_and_the_held_out_kinds_are
     assert {"BallRegion", "RingRegion", "RotatedBoxRegion"} & kinds["held_out"]
     assert not {"BallRegion", "RingRegion", "RotatedBoxRegion"} & (kinds["fleet"] | kinds["multi"])
     assert (np.asarray(GENERAL_BOX[0]) <= 0).all()
+
+
+def test_the_kernel_readout_is_the_posterior_over_the_points_of_a_blurred_set():
+    """Against scipy: the posterior of "which point" under the forward process, per bandwidth."""
+    from scipy.special import softmax
+    from scipy.stats import multivariate_normal
+
+    from dualdiff_ros.diffusion.denoisers import KernelReadout
+    from dualdiff_ros.diffusion.schedules import NoiseSchedule
+
+    schedule = NoiseSchedule("cosine", 50)
+    readout = KernelReadout(3, 50)
+    readout.use_schedule(schedule.alphas_cumprod)
+    rng = np.random.default_rng(0)
+    points = rng.uniform(-1, 1, size=(7, 3))
+    y = rng.normal(size=(2, 3))
+    t = np.array([3, 40])
+    padded = np.concatenate([points, rng.normal(size=(5, 3))])   # five padding slots, never read
+    mask = np.arange(12) < 7
+    out = readout(torch.tensor(y, dtype=torch.float32), torch.tensor(t),
+                  torch.tensor(np.stack([padded, padded]), dtype=torch.float32),
+                  torch.tensor(np.stack([mask, mask]))).double().numpy()
+    per = out.reshape(2, len(readout.bandwidths), 7)
+    for row in range(2):
+        a = schedule.alpha_bar(int(t[row]))
+        for k, h in enumerate(readout.bandwidths.tolist()):
+            var = 1 - a + a * h ** 2
+            logp = np.array([multivariate_normal(np.sqrt(a) * p, var * np.eye(3)).logpdf(y[row]) for p in points])
+            mean = softmax(logp) @ points
+            np.testing.assert_allclose(per[row, k, :3], mean, atol=2e-4)
+            implied = np.clip((y[row] - np.sqrt(a) * mean) / np.sqrt(1 - a), -5, 5)
+            np.testing.assert_allclose(per[row, k, 3:6], implied, atol=2e-3)
+    shuffled = readout(torch.tensor(y, dtype=torch.float32), torch.tensor(t),
+                       torch.tensor(np.stack([padded[rng.permutation(7).tolist() + list(range(7, 12))]] * 2),
+                                    dtype=torch.float32), torch.tensor(np.stack([mask, mask])))
+    np.testing.assert_allclose(shuffled.double().numpy(), out, atol=1e-5)
+    empty = readout(torch.tensor(y, dtype=torch.float32), torch.tensor(t), torch.zeros(2, 12, 3),
+                    torch.zeros(2, 12, dtype=torch.bool))
+    assert torch.equal(empty, torch.zeros_like(empty))
+
+
+def test_a_kernel_prior_reads_points_in_its_targets_units_and_samples_as_it_trains(tmp_path):
+    """The readout compares points with the noisy target: the two must share one normalization."""
+    from dualdiff_ros.diffusion.checkpoint import load_checkpoint, save_checkpoint
+    from dualdiff_ros.diffusion.model import plain_network
+    from dualdiff_ros.domains.homes import FRAME_ORIGIN
+    from dualdiff_ros.learning.in_context import context_conditions, train_prior
+    from dualdiff_ros.recipes import home_aware_recipe
+
+    for domain in ("cabinet", "round_table"):
+        model = train_prior(domain, home_aware_recipe("quick"), (12, 24, 8), 0, "set", "fleet", False, "kernel")
+        assert model.architecture["name"] == "set_kernel"
+        c = np.array([[0.4, -0.2, 0.3], [1.0, 0.5, 0.0]])
+        local = np.array([[0.1, 0.05, 0.2], [-0.1, 0.2, 0.0]])
+        cn = model.normalize_conditions(context_conditions(c[:1], local, kind="set"))
+        target = model.encode_targets(c, c + FRAME_ORIGIN[domain] + local)
+        torch.testing.assert_close(cn[0, 4:10].reshape(2, 3), target)
+        net, encoded = plain_network(model.denoiser, cn.repeat(3, 1))
+        y, t = torch.randn(3, 3), torch.tensor([0, 5, 19])
+        torch.testing.assert_close(net(y, t, encoded), model.denoiser(y, t, cn.repeat(3, 1)))
+    save_checkpoint(model, tmp_path / "prior.safetensors")
+    loaded = load_checkpoint(tmp_path / "prior.safetensors")
+    torch.testing.assert_close(loaded.denoiser.readout.alpha_bar, model.denoiser.readout.alpha_bar)
+    torch.testing.assert_close(loaded.denoiser(y, t, cn.repeat(3, 1)), model.denoiser(y, t, cn.repeat(3, 1)))

@@ -11,6 +11,8 @@ the condition passes through unchanged (thesis §3.2.2).
   optional diversity loss.
 - "set_mlp": the conditional MLP whose condition ends with a set of points (a home's
   observations), read by a learned permutation-invariant encoder (DeepSets).
+- "set_kernel": "set_mlp" plus, at every step, what the points say about the clean target at
+  the current noise level (`KernelReadout`): a local read of the set that a pooled code loses.
 """
 from __future__ import annotations
 
@@ -276,9 +278,125 @@ class SetConditionedMLP(nn.Module):
     def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.trunk(y, t, self.encode(c))
 
+    def for_sampling(self, c: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        """(network, condition) for every step: the trunk on the set's encoding (computed once)."""
+        with torch.inference_mode():
+            return self.trunk, self.encode(c)
+
+
+class KernelReadout(nn.Module):
+    """Which of the set's points the noisy target is near, at the current noise level.
+
+    If the target were one of the set's points p_j blurred by a Gaussian of width h (a kernel
+    density of the observations), then at step t, where y_t = sqrt(a) y_0 + sqrt(1 - a) eps
+    (a = alpha_bar_t), the posterior over j has logits -|y_t - sqrt(a) p_j|^2 / (2 (1 - a + a h^2)),
+    and the readout is the posterior mean of p_j: attention whose keys are the points and whose
+    temperature is set by the schedule. It has no weights, so it reads a home of any shape the
+    same way: two shelves are two groups of points, a ring is a ring. The network decides how far
+    to trust it (it also sees the pooled encoding and the count). Per bandwidth h it gives the
+    posterior mean, the noise it implies, and the log kernel mass at y_t (is y_t near any point?).
+    The points must be in the normalized target space (in_context.home_aware_condition_normalizer).
+    """
+
+    BANDWIDTHS = (0.02, 0.05, 0.15, 0.4)   # in normalized units: a shelf board .. half the furniture
+    EPS_LIMIT = 5.0
+
+    def __init__(self, point_dim: int, num_steps: int, bandwidths=BANDWIDTHS):
+        super().__init__()
+        from .schedules import NoiseSchedule
+
+        self.point_dim = point_dim
+        self.register_buffer("bandwidths", torch.tensor(bandwidths, dtype=torch.float32), persistent=False)
+        self.use_schedule(NoiseSchedule("linear", num_steps).alphas_cumprod)
+
+    @property
+    def size(self) -> int:
+        return len(self.bandwidths) * (2 * self.point_dim + 1)
+
+    def use_schedule(self, alphas_cumprod: torch.Tensor) -> None:
+        """The model's own alpha_bar_t (DiffusionModel.create calls this; not saved: the schedule is)."""
+        self.register_buffer("alpha_bar", torch.as_tensor(alphas_cumprod, dtype=torch.float32).clone(),
+                             persistent=False)
+
+    def forward(self, y: torch.Tensor, t: torch.Tensor, points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """y [B, d], t [B], points [B, K, d], mask [B, K] -> [B, size]; zeros for a row with no points."""
+        a = self.alpha_bar[t].to(y.dtype)[:, None]                                       # [B, 1]
+        root_a, root_1a = a.sqrt(), (1 - a).clamp(min=1e-8).sqrt()
+        gap = ((y[:, None, :] - root_a[:, :, None] * points) ** 2).sum(-1)              # [B, K]
+        var = (1 - a) + a * self.bandwidths[None, :] ** 2                                 # [B, H]
+        logits = -gap[:, None, :] / (2 * var[:, :, None])                                 # [B, H, K]
+        any_point = mask.any(dim=1)
+        logits = logits.masked_fill(~mask[:, None, :], -1e30)
+        mass = torch.logsumexp(logits, dim=-1) - torch.log(mask.sum(1).clamp(min=1).to(y.dtype))[:, None]
+        mean = torch.einsum("bhk,bkd->bhd", torch.softmax(logits, dim=-1), points)       # [B, H, d]
+        implied = ((y[:, None, :] - root_a[:, :, None] * mean) / root_1a[:, :, None]).clamp(
+            -self.EPS_LIMIT, self.EPS_LIMIT)
+        out = torch.cat([mean, implied, (mass.clamp(min=-20.0) / 10.0)[..., None]], dim=-1).flatten(1)
+        return out * any_point[:, None].to(y.dtype)
+
+
+class SetKernelMLP(nn.Module):
+    """eps(y, t, [state, set]) = trunk(y, t, [state, encoder(set), readout(y, t, set)]).
+
+    The pooled encoding says what kind of home this is (how many places, how big, how much
+    evidence); the kernel readout (`KernelReadout`) says, at this y and noise level, where the
+    nearby observations are. The condition layout is SetConditionedMLP's. Sampling encodes the set
+    once per request and keeps the points (`for_sampling`); only the readout runs per step.
+    """
+
+    def __init__(self, target_dim: int, cond_dim: int, state_dim: int, set_size: int, point_dim: int = 3,
+                 width: int = 256, depth: int = 4, encoder_width: int = 64, encoding: int = 64,
+                 time_embedding: int = 64, num_steps: int = 100):
+        super().__init__()
+        if cond_dim != state_dim + 1 + set_size * point_dim:
+            raise ValueError(f"a set condition has {state_dim} + 1 + {set_size} x {point_dim} numbers, not {cond_dim}")
+        if point_dim != target_dim:
+            raise ValueError(f"the kernel readout needs points in the target's space: point_dim {point_dim} "
+                             f"!= target_dim {target_dim}")
+        self.state_dim, self.set_size, self.point_dim = state_dim, set_size, point_dim
+        self.encoder = SetEncoder(point_dim, set_size, encoder_width, encoding)
+        self.readout = KernelReadout(point_dim, num_steps)
+        self.trunk = ConditionalMLP(target_dim, state_dim + encoding + self.readout.size, width, depth,
+                                    time_embedding, num_steps)
+
+    def use_schedule(self, alphas_cumprod: torch.Tensor) -> None:
+        self.readout.use_schedule(alphas_cumprod)
+
+    def points(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The set's points [B, K, d] and which are there [B, K]."""
+        block = c[:, self.state_dim:]
+        count = torch.round(block[:, 0] * self.set_size).clamp(0, self.set_size)
+        mask = torch.arange(self.set_size, device=c.device) < count[:, None]
+        return block[:, 1:].reshape(len(c), self.set_size, self.point_dim), mask
+
+    def encode(self, c: torch.Tensor) -> torch.Tensor:
+        return torch.cat([c[:, :self.state_dim], self.encoder(c[:, self.state_dim:])], dim=-1)
+
+    def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        points, mask = self.points(c)
+        return self.trunk(y, t, torch.cat([self.encode(c), self.readout(y, t, points, mask)], dim=-1))
+
+    def for_sampling(self, c: torch.Tensor) -> tuple[nn.Module, torch.Tensor]:
+        """(network, condition) for every step: the set encoded once, the points kept (no padding)."""
+        with torch.inference_mode():
+            points, mask = self.points(c)
+            keep = int(mask.sum(1).max().item()) if len(c) else 0
+            return _BoundKernel(self, points[:, :keep].clone(), mask[:, :keep].clone()), self.encode(c)
+
+
+class _BoundKernel(nn.Module):
+    """SetKernelMLP with its set fixed: (y, t, encoded condition) -> eps, what samplers run per step."""
+
+    def __init__(self, net: SetKernelMLP, points: torch.Tensor, mask: torch.Tensor):
+        super().__init__()
+        self.net, self.points, self.mask = net, points, mask
+
+    def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        return self.net.trunk(y, t, torch.cat([c, self.net.readout(y, t, self.points, self.mask)], dim=-1))
+
 
 ARCHITECTURES = {"mlp": ConditionalMLP, "resmlp": ResidualMLP, "dual_expert": DualExpertDenoiser,
-                 "set_mlp": SetConditionedMLP}
+                 "set_mlp": SetConditionedMLP, "set_kernel": SetKernelMLP}
 
 
 def build_denoiser(architecture: str, target_dim: int, cond_dim: int, **kwargs) -> nn.Module:

@@ -53,6 +53,8 @@ class DiffusionModel:
                 torch.manual_seed(seed)
             denoiser = build_denoiser(architecture["name"], target_normalizer.dim, cond_dim,
                                       num_steps=schedule.num_steps, **options)
+        if hasattr(denoiser, "use_schedule"):  # a network that reads alpha_bar_t (the set's kernel readout)
+            denoiser.use_schedule(schedule.alphas_cumprod)
         return cls(denoiser, schedule, condition_normalizer, target_normalizer, dict(architecture),
                    dict(metadata or {}), relative_targets)
 
@@ -167,9 +169,8 @@ def plain_network(net: nn.Module, c_norm: torch.Tensor) -> tuple[nn.Module, torc
 
     The set's encoding is the same at every step: encode once per request, not once per step.
     """
-    if hasattr(net, "encode") and hasattr(net, "trunk"):
-        with torch.inference_mode():
-            return net.trunk, net.encode(c_norm)
+    if hasattr(net, "for_sampling"):
+        return net.for_sampling(c_norm)
     return net, c_norm
 
 

@@ -20,9 +20,12 @@ A robot then specializes at inference time: the N-th observation changes the nex
 
 The summary is sufficient for one box only: two shelves have the whole cabinet as their bounding
 box and a mean in the empty middle. The default context is therefore the set itself ("set"): up
-to MAX_CONTEXT observations in the furniture's frame, read by a learned DeepSets encoder
-(diffusion/denoisers.py `SetConditionedMLP`) trained on fleet homes of many shapes
-(domains/homes.py, family "fleet"). The summary stays as a measured alternative ("summary").
+to MAX_CONTEXT observations in the furniture's frame, read by a learned DeepSets encoder and,
+at every denoising step, by a kernel readout of the points near the noisy target
+(diffusion/denoisers.py `SetKernelMLP`), trained on fleet homes of many shapes (domains/homes.py,
+family "fleet"). A pooled code of 128 points blurs small places and shapes it never trained on;
+the readout keeps them, because it reads the points themselves (reader "kernel"; "pool" is the
+pooled code alone). The summary stays as a measured alternative ("summary").
 """
 from __future__ import annotations
 
@@ -33,6 +36,9 @@ MAX_CONTEXT = 128           # count is given as log(1 + n) / log(1 + MAX_CONTEXT
 NO_CONTEXT_SHARE = 0.15     # training rows that see the null context
 POINT_DIM = 3
 CONTEXT_KINDS = ("set", "summary")
+# How a "set" prior reads its points: "kernel" (pooled encoding + a per-step kernel readout of the
+# points, diffusion/denoisers.py SetKernelMLP; the default) or "pool" (the pooled encoding only, SetConditionedMLP).
+SET_READERS = ("kernel", "pool")
 SET_SIZE = 1 + MAX_CONTEXT * POINT_DIM  # count / MAX_CONTEXT, then the points, zero-padded
 
 
@@ -164,20 +170,26 @@ def fleet_rows(domain: str, n_homes: int, points_per_home: int, rows_per_home: i
     return conds, targets
 
 
-def home_aware_architecture(architecture: dict, kind: str) -> dict:
+def home_aware_architecture(architecture: dict, kind: str, reader: str = "kernel") -> dict:
     """The recipe's network with the set encoder in front (kind "set"); the summary needs none."""
+    if reader not in SET_READERS:
+        raise ValueError(f"unknown set reader {reader!r}: use one of {SET_READERS}")
     if kind == "summary":
         return dict(architecture)
     if architecture.get("name", "mlp") != "mlp":
         raise ValueError(f"the set encoder runs in front of an 'mlp' network, not {architecture.get('name')!r}")
-    return {**architecture, "name": "set_mlp", "state_dim": 3, "set_size": MAX_CONTEXT, "point_dim": POINT_DIM}
+    name = "set_kernel" if reader == "kernel" else "set_mlp"
+    return {**architecture, "name": name, "state_dim": 3, "set_size": MAX_CONTEXT, "point_dim": POINT_DIM}
 
 
-def home_aware_condition_normalizer(conditions: np.ndarray, kind: str):
+def home_aware_condition_normalizer(conditions: np.ndarray, kind: str, target_space=None):
     """The condition normalizer of a home-aware prior: a set's points share one scale per axis.
 
     Fitting each padded column on its own would give slot 5 and slot 90 different scales and
     break the encoder's permutation invariance; the count column is kept as is (it is a fraction).
+    With `target_space` = (target normalizer, origin), the points are normalized exactly as the
+    targets they are observations of (a point p is the target origin + p relative to the furniture):
+    the kernel readout compares them with the noisy target, so they must share its units.
     """
     from ..diffusion.normalizer import Normalizer
 
@@ -186,11 +198,16 @@ def home_aware_condition_normalizer(conditions: np.ndarray, kind: str):
         return fitted
     low, high = fitted.low.copy(), fitted.high.copy()
     low[3], high[3] = -1.0, 1.0  # identity: the encoder reads the count from it
-    block = conditions[:, 4:].reshape(len(conditions), MAX_CONTEXT, POINT_DIM)
-    count = np.round(conditions[:, 3] * MAX_CONTEXT).astype(int)
-    used = np.arange(MAX_CONTEXT)[None, :] < count[:, None]
-    points = block[used] if used.any() else np.zeros((1, POINT_DIM))
-    low[4:], high[4:] = np.tile(points.min(0), MAX_CONTEXT), np.tile(points.max(0), MAX_CONTEXT)
+    if target_space is not None:
+        targets, origin = target_space
+        points_low, points_high = targets.low - origin, targets.high - origin
+    else:
+        block = conditions[:, 4:].reshape(len(conditions), MAX_CONTEXT, POINT_DIM)
+        count = np.round(conditions[:, 3] * MAX_CONTEXT).astype(int)
+        used = np.arange(MAX_CONTEXT)[None, :] < count[:, None]
+        points = block[used] if used.any() else np.zeros((1, POINT_DIM))
+        points_low, points_high = points.min(0), points.max(0)
+    low[4:], high[4:] = np.tile(points_low, MAX_CONTEXT), np.tile(points_high, MAX_CONTEXT)
     return Normalizer(low, high)
 
 
@@ -204,21 +221,31 @@ def mark_context_block(model, kind: str = "summary") -> None:
 
 
 def train_prior(domain: str, recipe, fleet: tuple[int, int, int], seed: int, kind: str = "set",
-                family: str = "fleet", progress: bool = True):
+                family: str = "fleet", progress: bool = True, reader: str = "kernel"):
     """A home-aware prior of `domain`: `fleet` = (homes, observations per home, rows per home) of `family`.
 
     The one way `dualdiff train --home-aware`, the learning curve and the studies train it.
+    `reader` says how a "set" prior reads its points (SET_READERS).
     """
     from dataclasses import replace
 
+    from ..diffusion.model import model_space_targets
+    from ..diffusion.normalizer import Normalizer
+    from ..domains.homes import FRAME_ORIGIN
     from ..model_store import train_general
     from ..seeds import stream
 
     homes, points, rows = fleet
     conditions, targets = fleet_rows(domain, homes, points, rows, stream(seed, "fleet_data"), kind, family)
-    recipe = replace(recipe, architecture=home_aware_architecture(recipe.architecture, kind))
+    architecture = home_aware_architecture(recipe.architecture, kind, reader)
+    target_space = None
+    if architecture["name"] == "set_kernel":
+        if not recipe.relative_targets:
+            raise ValueError("the kernel set reader needs relative targets (points and targets in one frame)")
+        target_space = (Normalizer.fit(model_space_targets(conditions, targets, True)), FRAME_ORIGIN[domain])
+    recipe = replace(recipe, architecture=architecture)
     model = train_general(domain, conditions, targets, recipe, stream(seed, "train_general") + 1, progress,
-                          condition_normalizer=home_aware_condition_normalizer(conditions, kind))
+                          condition_normalizer=home_aware_condition_normalizer(conditions, kind, target_space))
     mark_context_block(model, kind)
     model.metadata.update(role="home_aware", fleet={"homes": homes, "points": points, "rows": rows,
                                                     "family": family})
