@@ -51,6 +51,24 @@ def ways(rows, observations) -> str:
     return "; ".join(f"N={n}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for n, c in counts.items())
 
 
+BEST_SINGLE = ("fine_tuned", "proposer")  # the single ways the issue's looks target names (specialist, composed)
+
+
+def looks_gaps(rows, observations, allowed: float = 0.1) -> str:
+    """Per N >= 4: homes whose served looks-to-find exceed the best single way's by more than `allowed`."""
+    by_home = defaultdict(dict)
+    for r in rows:
+        by_home[(r["run"], r["home"], r["observations"])][r["row"]] = r["looks_to_find"]
+    out = []
+    for n in (n for n in observations if n >= 4):
+        gaps = [looks["served"] - min(looks[w] for w in BEST_SINGLE if w in looks)
+                for (_, _, m), looks in by_home.items()
+                if m == n and "served" in looks and any(w in looks for w in BEST_SINGLE)]
+        if gaps:
+            out.append(f"N={n}: {sum(g > allowed for g in gaps)}/{len(gaps)} (worst {max(gaps):+.2f})")
+    return "; ".join(out)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("folder")
@@ -66,6 +84,8 @@ def main() -> None:
         print(f"\n### {domain}, {family} homes ({pairs} home-seed pairs; accuracy / coverage vs oracle / looks)\n")
         print(table(rows, args.observations))
         print(f"\nserved from: {ways(rows, args.observations)}  ({homes} home names)")
+        print(f"\nhomes whose served looks exceed the best of fine-tuned / composed by > 0.1: "
+              f"{looks_gaps(rows, args.observations)}")
 
 
 if __name__ == "__main__":

@@ -346,16 +346,18 @@ class SetKernelMLP(nn.Module):
 
     def __init__(self, target_dim: int, cond_dim: int, state_dim: int, set_size: int, point_dim: int = 3,
                  width: int = 256, depth: int = 4, encoder_width: int = 64, encoding: int = 64,
-                 time_embedding: int = 64, num_steps: int = 100):
+                 time_embedding: int = 64, num_steps: int = 100, bandwidths=KernelReadout.BANDWIDTHS):
         super().__init__()
         if cond_dim != state_dim + 1 + set_size * point_dim:
             raise ValueError(f"a set condition has {state_dim} + 1 + {set_size} x {point_dim} numbers, not {cond_dim}")
+        if not bandwidths or min(bandwidths) <= 0:
+            raise ValueError(f"kernel bandwidths {bandwidths}: give one or more widths > 0 (normalized units)")
         if point_dim != target_dim:
             raise ValueError(f"the kernel readout needs points in the target's space: point_dim {point_dim} "
                              f"!= target_dim {target_dim}")
         self.state_dim, self.set_size, self.point_dim = state_dim, set_size, point_dim
         self.encoder = SetEncoder(point_dim, set_size, encoder_width, encoding)
-        self.readout = KernelReadout(point_dim, num_steps)
+        self.readout = KernelReadout(point_dim, num_steps, tuple(float(b) for b in bandwidths))
         self.trunk = ConditionalMLP(target_dim, state_dim + encoding + self.readout.size, width, depth,
                                     time_embedding, num_steps)
 

@@ -39,6 +39,9 @@ CONTEXT_KINDS = ("set", "summary")
 # How a "set" prior reads its points: "kernel" (pooled encoding + a per-step kernel readout of the
 # points, diffusion/denoisers.py SetKernelMLP; the default) or "pool" (the pooled encoding only, SetConditionedMLP).
 SET_READERS = ("kernel", "pool")
+# The kernel readout's widths in normalized target units (the furniture spans -1..1): from a few
+# millimetres on a cabinet (a shelf board, a thin strip on a table) to half the furniture.
+KERNEL_BANDWIDTHS = (0.005, 0.01, 0.02, 0.05, 0.15, 0.4)
 SET_SIZE = 1 + MAX_CONTEXT * POINT_DIM  # count / MAX_CONTEXT, then the points, zero-padded
 
 
@@ -178,8 +181,10 @@ def home_aware_architecture(architecture: dict, kind: str, reader: str = "kernel
         return dict(architecture)
     if architecture.get("name", "mlp") != "mlp":
         raise ValueError(f"the set encoder runs in front of an 'mlp' network, not {architecture.get('name')!r}")
-    name = "set_kernel" if reader == "kernel" else "set_mlp"
-    return {**architecture, "name": name, "state_dim": 3, "set_size": MAX_CONTEXT, "point_dim": POINT_DIM}
+    out = {**architecture, "name": "set_mlp", "state_dim": 3, "set_size": MAX_CONTEXT, "point_dim": POINT_DIM}
+    if reader == "kernel":
+        out.update(name="set_kernel", bandwidths=list(KERNEL_BANDWIDTHS))
+    return out
 
 
 def home_aware_condition_normalizer(conditions: np.ndarray, kind: str, target_space=None):
