@@ -163,14 +163,15 @@ SERVICE_SETTINGS = (
             "composed with the general prior does. 128 is the largest context the prior was trained with, and at "
             "128 it still answered better than the composed specialist (docs/RESULTS.md, section 8).",
             int_range=(0, 1_000_000)),
-    Setting("home_aware.guidance", 1.0, "Classifier-free guidance on the home's observations while the home has "
+    Setting("home_aware.guidance", 1.5, "Classifier-free guidance on the home's observations while the home has "
             "fewer than home_aware.many_observations: 1 = the plain posterior predictive (widest), above 1 "
-            "sharper (more accurate, less coverage).", float_range=(0.0, 20.0)),
+            "sharper (more accurate, fewer looks, less coverage). 1.5 was chosen on validation homes for the "
+            "kernel-reading prior at 1 to 128 observations (docs/RESULTS.md, section 8).", float_range=(0.0, 20.0)),
     Setting("home_aware.many_observations", 32, "From this many observations of the home on, "
-            "home_aware.guidance_many applies instead (the posterior is narrow already and needs less "
-            "sharpening: docs/RESULTS.md, section 8).", int_range=(1, 1_000_000)),
-    Setting("home_aware.guidance_many", 1.1, "Classifier-free guidance on the home's observations once the home "
-            "has home_aware.many_observations or more.", float_range=(0.0, 20.0)),
+            "home_aware.guidance_many applies instead.", int_range=(1, 1_000_000)),
+    Setting("home_aware.guidance_many", 1.5, "Classifier-free guidance on the home's observations once the home "
+            "has home_aware.many_observations or more (the same 1.5 measured best there too; a summary-reading "
+            "prior was best at 1.1).", float_range=(0.0, 20.0)),
     Setting("home_aware.pseudo_observations", 8.0, "The home-aware prior is told its home has this many "
             "observations more than it has (same extent), at most as many more as it has: a tempered posterior "
             "that keeps proposals closer to where things were seen while observations are few and fades as "

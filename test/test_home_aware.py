@@ -104,7 +104,9 @@ def test_a_general_prior_is_refused_for_the_home_aware_slot(root):
 
 
 def test_guidance_eases_once_the_home_has_many_observations(service):
-    values = serving.defaults()
+    values = {**serving.defaults(), "check.enabled": False, "home_aware.guidance": 1.5,
+              "home_aware.guidance_many": 1.2}
+    service.configure(values)
     few, many = values["home_aware.guidance"], values["home_aware.guidance_many"]
     threshold = values["home_aware.many_observations"]
     assert serving.home_aware_guidance(threshold - 1, values) == few
