@@ -316,3 +316,8 @@ def test_the_margin_sweep_replays_the_check_with_other_margins():
             row("served", 0.2, check_scores={"home_aware": -3.0, "joint": -2.0, "specialized": -2.5, "general": -4.0})]
     got = {r["margin"]: r["accuracy"] for r in margin_sweep(rows, (0.0, 0.9, 1.5))}
     assert got == {0.0: 0.9, 0.9: 0.9, 1.5: 0.2}  # joint beats the prior by 1 nat: served below a margin of 1
+    # the prior is replayed at the guidance the service uses at this N when the curve measured it
+    guidance = serving.home_aware_guidance(8, serving.defaults())
+    if guidance != 1:
+        rows.append(row(f"home_aware_w{guidance:g}", 0.6))
+        assert {r["margin"]: r["accuracy"] for r in margin_sweep(rows, (1.5,))} == {1.5: 0.6}

@@ -368,12 +368,21 @@ SWEEP_MARGINS = (0.0, 0.25, 0.5, 1.0, 2.0, 1e9)
 WAY_ROWS = {"home_aware": "home_aware", "joint": "proposer", "specialized": "fine_tuned", "general": "general"}
 
 
+def served_row(way: str, observations: int) -> str:
+    """The curve's row that measures `way` as served at N: the home-aware prior at the served guidance."""
+    if way != serving.HOME_AWARE:
+        return WAY_ROWS[way]
+    guidance = serving.home_aware_guidance(observations, serving.defaults())
+    return "home_aware" if guidance == 1 else f"home_aware_w{guidance:g}"
+
+
 def served_at_margin(rows: list[dict], margin: float) -> list[dict]:
     """`rows` with each checked served row replaced by the way the check chooses at `margin`.
 
     Each served row keeps its check's scores per way; the way another margin would have chosen is
-    looked up among the same run's and home's rows (home_aware, proposer = joint, fine_tuned =
-    specialized, general); served rows without scores (N below the check, or its way unmeasured) stay.
+    looked up among the same run's and home's rows (the home-aware prior at the served guidance, else at 1;
+    proposer = joint, fine_tuned = specialized, general); served rows without scores (N below the check, or
+    its way unmeasured) stay.
     """
     by = {(r.get("run"), r["home"], r["observations"], r["row"]): r for r in rows}
     out = []
@@ -382,7 +391,8 @@ def served_at_margin(rows: list[dict], margin: float) -> list[dict]:
         if scores:
             best = max(scores, key=scores.get)
             way = best if scores[best] - scores.get("home_aware", -np.inf) >= margin else "home_aware"
-            chosen = by.get((r.get("run"), r["home"], r["observations"], WAY_ROWS[way]))
+            key = (r.get("run"), r["home"], r["observations"])
+            chosen = by.get((*key, served_row(way, r["observations"]))) or by.get((*key, WAY_ROWS[way]))
             if chosen is not None:
                 r = {**chosen, "row": "served", "answered_by": way, "check_scores": scores, "replayed": True}
         out.append(r)
