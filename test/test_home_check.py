@@ -163,3 +163,32 @@ def test_a_kernel_prior_reads_points_in_its_targets_units_and_samples_as_it_trai
     loaded = load_checkpoint(tmp_path / "prior.safetensors")
     torch.testing.assert_close(loaded.denoiser.readout.alpha_bar, model.denoiser.readout.alpha_bar)
     torch.testing.assert_close(loaded.denoiser(y, t, cn.repeat(3, 1)), model.denoiser(y, t, cn.repeat(3, 1)))
+
+
+def test_sampling_a_kernel_prior_with_guidance_runs_the_fast_plan_and_equals_the_forward_pass():
+    """The stacked plan (one set and the null set, readout on the set's own points) = the network's forward."""
+    from dualdiff_ros.diffusion.model import noise_predictor, null_condition
+    from dualdiff_ros.learning.in_context import context_conditions, train_prior
+    from dualdiff_ros.recipes import home_aware_recipe
+
+    model = train_prior("cabinet", home_aware_recipe("quick"), (12, 24, 8), 0, "set", "fleet", False, "kernel")
+    local = np.random.default_rng(1).uniform(0, 0.4, size=(9, 3))
+    cn = model.normalize_conditions(context_conditions(np.tile([0.4, -0.2, 0.3], (5, 1)), local, kind="set"))
+    predict = noise_predictor([model], [cn], guidance=1.5)
+    y = torch.randn(5, 3)
+    for t in (0, 7, 19):
+        tt = torch.full((5,), t)
+        expected = torch.lerp(model.denoiser(y, tt, null_condition(model, cn)), model.denoiser(y, tt, cn), 1.5)
+        torch.testing.assert_close(predict(y, t)[0], expected, atol=1e-5, rtol=1e-4)
+    # the plan itself (what the predictor above runs): each set read on its own points, the null set as zeros
+    from dualdiff_ros.diffusion.denoisers import stacked_kernel_plan
+    from dualdiff_ros.diffusion.model import plain_network
+
+    bounds = [plain_network(model.denoiser, c)[0] for c in (cn, null_condition(model, cn))]
+    eps = stacked_kernel_plan(bounds)(y, 7)
+    torch.testing.assert_close(eps[1], model.denoiser(y, torch.full((5,), 7), null_condition(model, cn)),
+                               atol=1e-5, rtol=1e-4)
+    mixed = cn.clone()
+    mixed[0, 4:7] += 0.1  # rows that read different sets take the general path
+    with pytest.raises(ValueError):
+        stacked_kernel_plan([plain_network(model.denoiser, mixed)[0]])

@@ -105,19 +105,29 @@ class StackedMLP:
         return (torch.stack([n.weight.detach() for n in norms]).unsqueeze(1),
                 torch.stack([n.bias.detach() for n in norms]).unsqueeze(1), norms[0].normalized_shape, norms[0].eps)
 
-    def bind(self, conditions: list[torch.Tensor]):
-        """A function (y [B, d], t) -> eps [n, B, d] for these normalized conditions (one [B, c] per expert)."""
+    def bind(self, conditions: list[torch.Tensor], step_input=None, step_size: int = 0):
+        """A function (y [B, d], t) -> eps [n, B, d] for these normalized conditions (one [B, c] per expert).
+
+        With `step_input`, the last `step_size` numbers of each condition change at every step: the
+        conditions hold zeros there and step_input(y, t) -> one [B, step_size] per expert (None = zeros)
+        supplies them (the set's kernel readout), projected by the same columns of the input layer.
+        """
         if len(conditions) != self.size:
             raise ValueError(f"{len(conditions)} condition batches for {self.size} experts")
         with torch.inference_mode():
             c = torch.stack(conditions)
             base = torch.baddbmm(self.bias_in, c, self.weight_c) if c.shape[-1] else self.bias_in.expand(
                 -1, c.shape[1], -1)
+            weight_step = self.weight_c[:, self.weight_c.shape[1] - step_size:] if step_input else None
         layer_norm, silu = torch.nn.functional.layer_norm, torch.nn.functional.silu
 
         @torch.inference_mode()
         def run(y: torch.Tensor, t: int) -> torch.Tensor:
             h = torch.baddbmm(base + self.time[:, t:t + 1], y.expand(self.size, -1, -1), self.weight_y)
+            if weight_step is not None:
+                for i, extra in enumerate(step_input(y, t)):
+                    if extra is not None:
+                        h[i].addmm_(extra, weight_step[i])
             for (w1, b1, shape, eps), (w2, b2) in self.blocks:
                 z = silu(torch.baddbmm(b1, layer_norm(h, shape, eps=eps), w1), inplace=True)
                 h = torch.baddbmm(h, z, w2).add_(b2)
@@ -317,6 +327,26 @@ class KernelReadout(nn.Module):
         """The model's own alpha_bar_t (DiffusionModel.create calls this; not saved: the schedule is)."""
         self.register_buffer("alpha_bar", torch.as_tensor(alphas_cumprod, dtype=torch.float32).clone(),
                              persistent=False)
+        self._alpha_bars = self.alpha_bar.tolist()  # floats for the per-step sampling path
+
+    def shared(self, y: torch.Tensor, t: int, points: torch.Tensor) -> torch.Tensor:
+        """`forward` for one step t of a batch that reads one set of points [K, d] (K >= 1): sampling's case."""
+        a = self._alpha_bars[t]
+        root_a, root_1a = math.sqrt(a), math.sqrt(max(1 - a, 1e-8))
+        scale = (-0.5 / ((1 - a) + a * self.bandwidths ** 2))[:, None, None]                # [H, 1, 1]
+        # |y - sqrt(a) p|^2 = |y|^2 - 2 sqrt(a) y.p + a |p|^2
+        gap = torch.addmm((a * (points * points).sum(1))[None, :], y, points.T, alpha=-2 * root_a)
+        gap = gap + (y * y).sum(1, keepdim=True)                                             # [B, K]
+        logits = gap[None] * scale                                                           # [H, B, K]
+        # softmax and logsumexp from one exp (torch's logsumexp alone costs as much as the rest)
+        peak = logits.amax(dim=-1, keepdim=True)
+        weights = (logits - peak).exp_()
+        total = weights.sum(dim=-1, keepdim=True)
+        mass = (total.log() + peak).squeeze(-1) - math.log(len(points))                      # [H, B]
+        mean = (weights / total) @ points                                                    # [H, B, d]
+        implied = ((y[None] - root_a * mean) / root_1a).clamp_(-self.EPS_LIMIT, self.EPS_LIMIT)
+        out = torch.cat([mean, implied, (mass.clamp(min=-20.0) / 10.0)[..., None]], dim=-1)  # [H, B, 2d + 1]
+        return out.transpose(0, 1).reshape(len(y), -1)
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """y [B, d], t [B], points [B, K, d], mask [B, K] -> [B, size]; zeros for a row with no points."""
@@ -383,15 +413,52 @@ class SetKernelMLP(nn.Module):
         with torch.inference_mode():
             points, mask = self.points(c)
             keep = int(mask.sum(1).max().item()) if len(c) else 0
-            return _BoundKernel(self, points[:, :keep].clone(), mask[:, :keep].clone()), self.encode(c)
+            encoded = self.encode(c)
+            return _BoundKernel(self, points[:, :keep].clone(), mask[:, :keep].clone(), encoded), encoded
+
+
+def stacked_kernel_plan(bounds: list["_BoundKernel"], make_plan=None):
+    """(y, t) -> eps [n, B, d] for one SetKernelMLP asked with n sets (guidance: the set and no set).
+
+    The sampling counterpart of SetKernelMLP.forward: the trunks run as one StackedMLP whose input
+    layer takes the readout as a per-step input, and each set's readout is computed on its points
+    alone (no padding; a set with no points reads zeros, as in training). Equal to the forward pass
+    (test_home_check checks it). `make_plan` builds (or reuses) the StackedMLP of a list of networks.
+    Raises ValueError where it does not apply.
+    """
+    nets = {id(b.net) for b in bounds}
+    if len(nets) != 1 or not all(isinstance(b, _BoundKernel) for b in bounds):
+        raise ValueError("a kernel plan runs one SetKernelMLP")
+    net = bounds[0].net
+    readers = [b.shared_points() for b in bounds]
+    if any(r is False for r in readers):
+        raise ValueError("a kernel plan needs one set per expert (every row the same points)")
+    size = net.readout.size
+    plan = (make_plan or (lambda nets: StackedMLP(*nets)))([net.trunk] * len(bounds))
+    conditions = [torch.cat([b.condition, torch.zeros(len(b.condition), size)], dim=1) for b in bounds]
+    readout = net.readout
+
+    def step_input(y: torch.Tensor, t: int) -> list:
+        return [None if points is None else readout.shared(y, t, points) for points in readers]
+    return plan.bind(conditions, step_input, size)
 
 
 class _BoundKernel(nn.Module):
     """SetKernelMLP with its set fixed: (y, t, encoded condition) -> eps, what samplers run per step."""
 
-    def __init__(self, net: SetKernelMLP, points: torch.Tensor, mask: torch.Tensor):
+    def __init__(self, net: SetKernelMLP, points: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor):
         super().__init__()
-        self.net, self.points, self.mask = net, points, mask
+        self.net, self.points, self.mask, self.condition = net, points, mask, condition
+
+    def shared_points(self):
+        """The one set every row reads ([K, d]; None = no points), or False when rows read different sets."""
+        if len(self.points) == 0 or not self.mask.any():
+            return None
+        first, first_mask = self.points[0], self.mask[0]
+        if not (torch.equal(self.mask, first_mask.expand_as(self.mask))
+                and torch.equal(self.points[:, first_mask], first[first_mask].expand(len(self.points), -1, -1))):
+            return False
+        return first[first_mask].contiguous()
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.net.trunk(y, t, torch.cat([c, self.net.readout(y, t, self.points, self.mask)], dim=-1))

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .denoisers import StackedMLP, build_denoiser
+from .denoisers import StackedMLP, _BoundKernel, build_denoiser, stacked_kernel_plan
 from .normalizer import Normalizer
 from .schedules import NoiseSchedule
 
@@ -154,6 +154,8 @@ def _plain_predictor(models: list[DiffusionModel], conditions: list[torch.Tensor
     """
     nets, conditions = zip(*(plain_network(m.denoiser, c) for m, c in zip(models, conditions)))
     try:
+        if any(isinstance(net, _BoundKernel) for net in nets):
+            return stacked_kernel_plan(list(nets), stacked_plan)
         stacked = stacked_plan(list(nets)).bind(list(conditions))
     except ValueError:
         def each(y: torch.Tensor, t: int) -> torch.Tensor:
