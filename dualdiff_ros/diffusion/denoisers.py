@@ -349,7 +349,7 @@ class KernelReadout(nn.Module):
         return out.transpose(0, 1).reshape(len(y), -1)
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """y [B, d], t [B], points [B, K, d], mask [B, K] -> [B, size]; zeros for a row with no points."""
+        """The readout of rows y [B, d] at steps t [B] from points [B, K, d] (mask [B, K]): [B, size]; 0 if none."""
         a = self.alpha_bar[t].to(y.dtype)[:, None]                                       # [B, 1]
         root_a, root_1a = a.sqrt(), (1 - a).clamp(min=1e-8).sqrt()
         gap = ((y[:, None, :] - root_a[:, :, None] * points) ** 2).sum(-1)              # [B, K]
