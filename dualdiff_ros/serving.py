@@ -183,10 +183,10 @@ SERVICE_SETTINGS = (
     Setting("check.min_observations", 4, "The check runs from this many observations of the home on (below, the "
             "home-aware prior answers unchecked: a handful of points cannot tell the ways apart).",
             int_range=(1, 1_000_000)),
-    Setting("check.margin", 1.0, "Nats per observation by which another way must explain the home's observations "
-            "better than the home-aware prior to be served instead (a specialist is scored on the points it trained "
-            "on, the prior on points it did not read); 0 = the best-scoring way. 1 was chosen on validation homes "
-            "for the kernel-reading prior (docs/notes/2026-12-04-kernel-readout.md).", float_range=(0.0, 100.0)),
+    Setting("check.margin", 0.0, "Nats per observation by which another way must explain the home's observations "
+            "better than the home-aware prior to be served instead; 0 = the best-scoring way (every way is scored on "
+            "the observations it has seen; 0 was chosen on validation homes for the kernel-reading prior: "
+            "docs/notes/2026-12-04-kernel-readout.md).", float_range=(0.0, 100.0)),
     Setting("robot.radius", navigate_to.ROBOT_RADIUS, "navigate_to: radius of the robot's footprint disc, "
             "metres (default: the simulator's robot).", float_range=(0.01, 10.0)),
     Setting("robot.footprint", "", "navigate_to: the robot's outline as nav2's footprint parameter, a polygon "

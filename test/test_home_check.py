@@ -46,6 +46,18 @@ def test_a_way_that_reads_the_context_is_scored_on_observations_it_did_not_read(
     assert set().union(*held_out) == {tuple(p) for p in obs}  # every observation scored once, unread
 
 
+def test_by_default_a_context_reader_is_scored_in_sample_like_the_specialist():
+    obs = np.random.default_rng(3).uniform(size=(10, 3))
+    seen = []
+
+    def echo(context, n, seed):
+        seen.append(context.copy())
+        return context[np.arange(n) % max(len(context), 1)]
+
+    home_check.score_way(home_check.Way("echo", echo, reads_context=True), obs, seed=0)
+    assert len(seen) == 1 and np.array_equal(seen[0], obs)
+
+
 def test_the_check_refuses_nonsense_and_survives_a_broken_way():
     with pytest.raises(ValueError):
         home_check.check([], np.zeros((3, 3)), 0, "a", 0.0)

@@ -10,10 +10,12 @@ home's observations, and the best one is served:
 - score = mean log density of the observations under a Gaussian kernel density of the way's
   proposals, in the home's frame, with one bandwidth for every way (from the observations' own
   spread, so a way cannot win by a narrower kernel);
-- the home-aware prior is scored on observations it did not read (K folds: it reads the other
-  folds), so reading the answer off its own context does not count;
-- a specialist was trained on all the observations, so its score is in-sample and flattered: a
-  way other than the preferred one (the home-aware prior) must beat it by `margin` nats per
+- every way is scored on the observations it has seen: the specialist was trained on them, the
+  home-aware prior reads them all in its context. Like is compared with like. (Scoring the prior on
+  folds it did not read, while the specialist's score stayed in-sample, served the specialist on
+  homes where the kernel-reading prior answered better: docs/notes/2026-12-04-kernel-readout.md.
+  `folds` >= 2 still scores a context reader that way.)
+- a way other than the preferred one (the home-aware prior) must beat it by `margin` nats per
   observation to be served.
 
 Pure numpy and the diffusion core: the service and the learning curve call the same `check`.
@@ -26,7 +28,7 @@ from typing import Callable
 
 import numpy as np
 
-FOLDS = 4             # the home-aware prior reads 3/4 of the observations, is scored on the rest
+FOLDS = 0             # 0: in-sample (the prior reads every observation); K >= 2: K - 1 folds read, 1 scored
 DRAWS = 64            # proposals per way (and per fold) the check draws
 MIN_BANDWIDTH = 0.02  # metres: a floor, so a handful of coincident observations does not give h = 0
 
@@ -35,8 +37,8 @@ MIN_BANDWIDTH = 0.02  # metres: a floor, so a handful of coincident observations
 class Way:
     """One way of answering: `draw(context_local, n, seed)` -> proposals in the home's frame [n, 3].
 
-    `reads_context`: the way reads the observations it is given (the home-aware prior), so it is
-    scored on held-out folds; otherwise it is scored on every observation.
+    `reads_context`: the way reads the observations it is given (the home-aware prior); with
+    folds >= 2 it is then scored on held-out folds, by default on every observation like the rest.
     """
 
     name: str
@@ -89,6 +91,9 @@ def score_way(way: Way, observations: np.ndarray, seed: int, draws: int = DRAWS,
         samples = way.draw(obs, draws, seed)
         return float(np.mean(log_density(obs[:, axes], samples[:, axes], width)))
     k = min(folds, len(obs))
+    if folds < 2:  # in-sample, as every other way
+        samples = way.draw(obs, draws, seed)
+        return float(np.mean(log_density(obs[:, axes], samples[:, axes], width)))
     if k < 2:  # one observation: nothing to hold out; the prior without it is scored on it
         samples = way.draw(obs[:0], draws, seed)
         return float(np.mean(log_density(obs[:, axes], samples[:, axes], width)))
