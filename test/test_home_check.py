@@ -30,15 +30,18 @@ def test_the_check_serves_the_way_that_explains_the_observations():
     assert home_check.check(ways, obs, 1, "one_box", margin=gap + 1.0).chosen == "one_box"
 
 
-def test_a_way_that_reads_the_context_is_scored_on_observations_it_did_not_read():
-    obs = np.random.default_rng(2).uniform(size=(10, 3))
-    seen = []
-
+def _echo_way(seen: list) -> home_check.Way:
+    """A context reader that proposes the points it was given, recording each context it read."""
     def echo(context, n, seed):
         seen.append(context.copy())
         return context[np.arange(n) % max(len(context), 1)]
+    return home_check.Way("echo", echo, reads_context=True)
 
-    home_check.score_way(home_check.Way("echo", echo, reads_context=True), obs, seed=0, folds=4)
+
+def test_with_folds_a_context_reader_is_scored_on_observations_it_did_not_read():
+    obs = np.random.default_rng(2).uniform(size=(10, 3))
+    seen = []
+    home_check.score_way(_echo_way(seen), obs, seed=0, folds=4)
     assert len(seen) == 4
     for context in seen:
         assert 0 < len(context) < len(obs)
@@ -49,12 +52,7 @@ def test_a_way_that_reads_the_context_is_scored_on_observations_it_did_not_read(
 def test_by_default_a_context_reader_is_scored_in_sample_like_the_specialist():
     obs = np.random.default_rng(3).uniform(size=(10, 3))
     seen = []
-
-    def echo(context, n, seed):
-        seen.append(context.copy())
-        return context[np.arange(n) % max(len(context), 1)]
-
-    home_check.score_way(home_check.Way("echo", echo, reads_context=True), obs, seed=0)
+    home_check.score_way(_echo_way(seen), obs, seed=0)
     assert len(seen) == 1 and np.array_equal(seen[0], obs)
 
 
