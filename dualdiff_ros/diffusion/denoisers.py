@@ -224,6 +224,13 @@ class DualExpertDenoiser(nn.Module):
         return -self.diversity_weight * torch.pdist(eps).mean()
 
 
+def set_points(block: torch.Tensor, set_size: int, point_dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A set block [B, 1 + set_size * d] (count / set_size, then the points) -> points [B, K, d], mask [B, K]."""
+    count = torch.round(block[:, 0] * set_size).clamp(0, set_size)
+    mask = torch.arange(set_size, device=block.device) < count[:, None]
+    return block[:, 1:].reshape(len(block), set_size, point_dim), mask
+
+
 class SetEncoder(nn.Module):
     """DeepSets (Zaheer et al. 2017): phi per point, masked mean and max pools, log-count, rho.
 
@@ -250,10 +257,9 @@ class SetEncoder(nn.Module):
 
     def forward(self, block: torch.Tensor) -> torch.Tensor:
         """[B, 1 + set_size * point_dim] (count / set_size, then the points, padded) -> [B, encoding]."""
-        count = torch.round(block[:, 0] * self.set_size).clamp(0, self.set_size)
-        points = block[:, 1:].reshape(len(block), self.set_size, self.point_dim)
+        points, mask = set_points(block, self.set_size, self.point_dim)
+        count = mask.sum(1).to(block.dtype)
         # Only the points that are there go through phi (packed): padding costs nothing.
-        mask = torch.arange(self.set_size, device=block.device) < count[:, None]
         owner = torch.nonzero(mask)[:, 0]
         h = self.phi(self.features(points[mask]))
         total = torch.zeros(len(block), h.shape[1], dtype=h.dtype, device=h.device).index_add(0, owner, h)
@@ -396,10 +402,7 @@ class SetKernelMLP(nn.Module):
 
     def points(self, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The set's points [B, K, d] and which are there [B, K]."""
-        block = c[:, self.state_dim:]
-        count = torch.round(block[:, 0] * self.set_size).clamp(0, self.set_size)
-        mask = torch.arange(self.set_size, device=c.device) < count[:, None]
-        return block[:, 1:].reshape(len(c), self.set_size, self.point_dim), mask
+        return set_points(c[:, self.state_dim:], self.set_size, self.point_dim)
 
     def encode(self, c: torch.Tensor) -> torch.Tensor:
         return torch.cat([c[:, :self.state_dim], self.encoder(c[:, self.state_dim:])], dim=-1)
@@ -426,8 +429,7 @@ def stacked_kernel_plan(bounds: list["_BoundKernel"], make_plan=None):
     (test_home_check checks it). `make_plan` builds (or reuses) the StackedMLP of a list of networks.
     Raises ValueError where it does not apply.
     """
-    nets = {id(b.net) for b in bounds}
-    if len(nets) != 1 or not all(isinstance(b, _BoundKernel) for b in bounds):
+    if not all(isinstance(b, _BoundKernel) for b in bounds) or len({id(b.net) for b in bounds}) != 1:
         raise ValueError("a kernel plan runs one SetKernelMLP")
     net = bounds[0].net
     readers = [b.shared_points() for b in bounds]

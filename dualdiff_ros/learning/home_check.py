@@ -87,13 +87,10 @@ def score_way(way: Way, observations: np.ndarray, seed: int, draws: int = DRAWS,
     obs = np.asarray(observations, dtype=np.float64)
     axes = informative_axes(obs)
     width = bandwidth(obs[:, axes])
-    if not way.reads_context:
+    if not way.reads_context or folds < 2:  # in-sample: on the observations the way has seen
         samples = way.draw(obs, draws, seed)
         return float(np.mean(log_density(obs[:, axes], samples[:, axes], width)))
     k = min(folds, len(obs))
-    if folds < 2:  # in-sample, as every other way
-        samples = way.draw(obs, draws, seed)
-        return float(np.mean(log_density(obs[:, axes], samples[:, axes], width)))
     if k < 2:  # one observation: nothing to hold out; the prior without it is scored on it
         samples = way.draw(obs[:0], draws, seed)
         return float(np.mean(log_density(obs[:, axes], samples[:, axes], width)))
