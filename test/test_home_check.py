@@ -150,46 +150,6 @@ def test_the_kernel_readout_is_the_posterior_over_the_points_of_a_blurred_set():
     assert torch.equal(empty, torch.zeros_like(empty))
 
 
-def test_the_kernel_readout_says_how_far_the_nearby_points_reach():
-    """Extents: posterior sd and soft max / min per axis (scipy's logsumexp); local to each group of points."""
-    from scipy.special import logsumexp, softmax
-
-    from dualdiff_ros.diffusion.denoisers import KernelReadout
-    from dualdiff_ros.diffusion.schedules import NoiseSchedule
-
-    schedule = NoiseSchedule("cosine", 50)
-    readout = KernelReadout(3, 50, bandwidths=(0.05, 0.4), extents=True)
-    readout.use_schedule(schedule.alphas_cumprod)
-    assert readout.size == 2 * (5 * 3 + 1)
-    rng = np.random.default_rng(2)
-    low_shelf = rng.uniform([-0.8, -0.8, -0.6], [0.8, 0.8, -0.5], size=(20, 3))   # two shelves
-    high_shelf = rng.uniform([-0.8, -0.8, 0.5], [0.8, 0.8, 0.6], size=(20, 3))
-    points = np.concatenate([low_shelf, high_shelf])
-    y = np.array([[0.0, 0.0, -0.55], [0.2, -0.3, 0.55]])   # nearly clean targets on each shelf
-    t = np.array([1, 1])
-    out = readout(torch.tensor(y, dtype=torch.float32), torch.tensor(t), torch.tensor(np.stack([points] * 2),
-                  dtype=torch.float32), torch.ones(2, 40, dtype=torch.bool)).double().numpy()
-    per = out.reshape(2, 2, 16)
-    tau = readout.EXTENT_SHARPNESS
-    for row in range(2):
-        a = schedule.alpha_bar(int(t[row]))
-        for k, h in enumerate(readout.bandwidths.tolist()):
-            logits = -((y[row] - np.sqrt(a) * points) ** 2).sum(1) / (2 * (1 - a + a * h ** 2))
-            w = softmax(logits)
-            mean = w @ points
-            np.testing.assert_allclose(per[row, k, 7:10], np.sqrt(w @ (points - mean) ** 2 + 1e-6), atol=2e-4)
-            lw = np.log(np.maximum(w, 1e-300))[:, None]
-            np.testing.assert_allclose(per[row, k, 10:13], tau * logsumexp(lw + points / tau, axis=0), atol=2e-3)
-            np.testing.assert_allclose(per[row, k, 13:16], -tau * logsumexp(lw - points / tau, axis=0), atol=2e-3)
-    # at the wide kernel, on either shelf the heights reach over both shelves ...
-    assert per[0, 1, 12] > 0.45 and per[1, 1, 15] < -0.45
-    # ... at the narrow one, each shelf's own: the height's max / min stay on the shelf the target is on
-    assert per[0, 0, 12] < -0.45 and per[1, 0, 15] > 0.45
-    # the sampling path (one shared set) gives the same numbers
-    shared = readout.shared(torch.tensor(y, dtype=torch.float32), 1, torch.tensor(points, dtype=torch.float32))
-    np.testing.assert_allclose(shared.double().numpy(), out, atol=1e-4)
-
-
 def test_a_kernel_prior_reads_points_in_its_targets_units_and_samples_as_it_trains(tmp_path):
     """The readout compares points with the noisy target: the two must share one normalization."""
     from dualdiff_ros.diffusion.checkpoint import load_checkpoint, save_checkpoint

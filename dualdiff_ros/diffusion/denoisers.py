@@ -311,42 +311,23 @@ class KernelReadout(nn.Module):
     same way: two shelves are two groups of points, a ring is a ring. The network decides how far
     to trust it (it also sees the pooled encoding and the count). Per bandwidth h it gives the
     posterior mean, the noise it implies, and the log kernel mass at y_t (is y_t near any point?).
-    With `extents`, also how far the nearby points reach: their posterior spread (sd per axis) and a
-    soft max and min per axis (tau log-sum-exp under the posterior weights). A mean alone says where
-    the nearby points are, not where they stop; a box's edges are its points' min and max (the
-    one-box summary's sufficient statistic), here read locally so each place of a home gets its own.
     The points must be in the normalized target space (in_context.home_aware_condition_normalizer).
     """
 
     BANDWIDTHS = (0.02, 0.05, 0.15, 0.4)   # in normalized units: a shelf board .. half the furniture
     EPS_LIMIT = 5.0
-    EXTENT_SHARPNESS = 0.02   # tau of the soft max / min (normalized units): within tau log K of the max
 
-    def __init__(self, point_dim: int, num_steps: int, bandwidths=BANDWIDTHS, extents: bool = False):
+    def __init__(self, point_dim: int, num_steps: int, bandwidths=BANDWIDTHS):
         super().__init__()
         from .schedules import NoiseSchedule
 
         self.point_dim = point_dim
-        self.extents = bool(extents)
         self.register_buffer("bandwidths", torch.tensor(bandwidths, dtype=torch.float32), persistent=False)
         self.use_schedule(NoiseSchedule("linear", num_steps).alphas_cumprod)
 
     @property
     def size(self) -> int:
-        return len(self.bandwidths) * ((5 if self.extents else 2) * self.point_dim + 1)
-
-    def _reach(self, log_weights: torch.Tensor, points: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
-        """Spread, soft max and soft min per axis of the points under posterior log weights [..., K]: [..., 3d].
-
-        `points` broadcast against the weights as [..., K, d]; `mean` is the posterior mean [..., d].
-        """
-        tau = self.EXTENT_SHARPNESS
-        second = torch.einsum("...k,...kd->...d", log_weights.exp(), points * points)
-        spread = (second - mean * mean).clamp(min=0.0).add(1e-6).sqrt()
-        lw = log_weights.unsqueeze(-1)
-        top = tau * torch.logsumexp(lw + points / tau, dim=-2)
-        bottom = -tau * torch.logsumexp(lw - points / tau, dim=-2)
-        return torch.cat([spread, top, bottom], dim=-1)
+        return len(self.bandwidths) * (2 * self.point_dim + 1)
 
     def use_schedule(self, alphas_cumprod: torch.Tensor) -> None:
         """The model's own alpha_bar_t (DiffusionModel.create calls this; not saved: the schedule is)."""
@@ -370,11 +351,7 @@ class KernelReadout(nn.Module):
         mass = (total.log() + peak).squeeze(-1) - math.log(len(points))                      # [H, B]
         mean = (weights / total) @ points                                                    # [H, B, d]
         implied = ((y[None] - root_a * mean) / root_1a).clamp_(-self.EPS_LIMIT, self.EPS_LIMIT)
-        parts = [mean, implied, (mass.clamp(min=-20.0) / 10.0)[..., None]]
-        if self.extents:
-            log_weights = logits - peak - total.log()                                        # [H, B, K]
-            parts.append(self._reach(log_weights, points[None, None], mean))
-        out = torch.cat(parts, dim=-1)                                                       # [H, B, per h]
+        out = torch.cat([mean, implied, (mass.clamp(min=-20.0) / 10.0)[..., None]], dim=-1)  # [H, B, 2d + 1]
         return out.transpose(0, 1).reshape(len(y), -1)
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, points: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -387,14 +364,10 @@ class KernelReadout(nn.Module):
         any_point = mask.any(dim=1)
         logits = logits.masked_fill(~mask[:, None, :], -1e30)
         mass = torch.logsumexp(logits, dim=-1) - torch.log(mask.sum(1).clamp(min=1).to(y.dtype))[:, None]
-        log_weights = torch.log_softmax(logits, dim=-1)                                   # [B, H, K]
-        mean = torch.einsum("bhk,bkd->bhd", log_weights.exp(), points)                    # [B, H, d]
+        mean = torch.einsum("bhk,bkd->bhd", torch.softmax(logits, dim=-1), points)       # [B, H, d]
         implied = ((y[:, None, :] - root_a[:, :, None] * mean) / root_1a[:, :, None]).clamp(
             -self.EPS_LIMIT, self.EPS_LIMIT)
-        parts = [mean, implied, (mass.clamp(min=-20.0) / 10.0)[..., None]]
-        if self.extents:
-            parts.append(self._reach(log_weights, points[:, None], mean))
-        out = torch.cat(parts, dim=-1).flatten(1)
+        out = torch.cat([mean, implied, (mass.clamp(min=-20.0) / 10.0)[..., None]], dim=-1).flatten(1)
         return out * any_point[:, None].to(y.dtype)
 
 
@@ -409,8 +382,7 @@ class SetKernelMLP(nn.Module):
 
     def __init__(self, target_dim: int, cond_dim: int, state_dim: int, set_size: int, point_dim: int = 3,
                  width: int = 256, depth: int = 4, encoder_width: int = 64, encoding: int = 64,
-                 time_embedding: int = 64, num_steps: int = 100, bandwidths=KernelReadout.BANDWIDTHS,
-                 extents: bool = False):
+                 time_embedding: int = 64, num_steps: int = 100, bandwidths=KernelReadout.BANDWIDTHS):
         super().__init__()
         if cond_dim != state_dim + 1 + set_size * point_dim:
             raise ValueError(f"a set condition has {state_dim} + 1 + {set_size} x {point_dim} numbers, not {cond_dim}")
@@ -421,7 +393,7 @@ class SetKernelMLP(nn.Module):
                              f"!= target_dim {target_dim}")
         self.state_dim, self.set_size, self.point_dim = state_dim, set_size, point_dim
         self.encoder = SetEncoder(point_dim, set_size, encoder_width, encoding)
-        self.readout = KernelReadout(point_dim, num_steps, tuple(float(b) for b in bandwidths), extents)
+        self.readout = KernelReadout(point_dim, num_steps, tuple(float(b) for b in bandwidths))
         self.trunk = ConditionalMLP(target_dim, state_dim + encoding + self.readout.size, width, depth,
                                     time_embedding, num_steps)
 

@@ -42,7 +42,6 @@ SET_READERS = ("kernel", "pool")
 # The kernel readout's widths in normalized target units (the furniture spans -1..1): from a few
 # millimetres on a cabinet (a shelf board, a thin strip on a table) to half the furniture.
 KERNEL_BANDWIDTHS = (0.005, 0.01, 0.02, 0.05, 0.15, 0.4)
-KERNEL_EXTENTS = True  # the readout also says how far the nearby points reach (KernelReadout, extents)
 SET_SIZE = 1 + MAX_CONTEXT * POINT_DIM  # count / MAX_CONTEXT, then the points, zero-padded
 
 
@@ -184,7 +183,7 @@ def home_aware_architecture(architecture: dict, kind: str, reader: str = "kernel
         raise ValueError(f"the set encoder runs in front of an 'mlp' network, not {architecture.get('name')!r}")
     out = {**architecture, "name": "set_mlp", "state_dim": 3, "set_size": MAX_CONTEXT, "point_dim": POINT_DIM}
     if reader == "kernel":
-        out.update(name="set_kernel", bandwidths=list(KERNEL_BANDWIDTHS), extents=KERNEL_EXTENTS)
+        out.update(name="set_kernel", bandwidths=list(KERNEL_BANDWIDTHS))
     return out
 
 
