@@ -99,6 +99,32 @@ def test_the_limit_sharpens_with_observations(domain, region):
     assert acc[0] < acc[1] < acc[2] and acc[2] > 0.9
 
 
+def test_the_labelled_part_reference_reads_each_place_on_its_own_and_only_boxes_and_discs():
+    """Two shelves: each shelf's predictive from its own points, mixed by their shares; none for a ring."""
+    from dualdiff_ros.domains.homes import MixtureRegion, RingRegion
+    from dualdiff_ros.evaluation.bayes_limit import labelled_part_predictive
+
+    low, high = BoxRegion((0.05, 0.05, 0.1), (0.6, 0.4, 0.15)), BoxRegion((0.1, 0.05, 0.7), (0.5, 0.45, 0.74))
+    shelves = MixtureRegion((low, high), (0.75, 0.25))
+    rng = np.random.default_rng(0)
+    accuracy = []
+    for n in (4, 64):
+        observed = shelves.sample(n, rng)
+        draws = labelled_part_predictive("cabinet", shelves, observed, 4000, rng)
+        accuracy.append(shelves.contains(draws).mean())
+        share_high = high.contains(observed).mean()
+        assert abs(high.contains(draws).mean() - share_high) < 0.05   # mixed by the observed shares
+    assert accuracy[0] < accuracy[1] and accuracy[1] > 0.85
+    # the gap between the shelves (z 0.15 .. 0.7) is never proposed once each shelf has its points
+    assert ((draws[:, 2] > 0.2) & (draws[:, 2] < 0.65)).mean() < 0.01
+    table = MixtureRegion((DiscRegion((0.5, 0.2), 0.3), BoxRegion((-1.0, -0.6, -0.01), (-0.2, -0.4, 0.01))), (0.5, 0.5))
+    observed = table.sample(64, rng)
+    draws = labelled_part_predictive("round_table", table, observed, 4000, rng)
+    assert table.contains(draws).mean() > 0.85 and np.all(draws[:, 2] == 0)
+    assert labelled_part_predictive("round_table", RingRegion((0, 0), 0.5, 1.0), observed, 10, rng) is None
+    assert labelled_part_predictive("cabinet", shelves, np.zeros((0, 3)), 10, rng) is None
+
+
 def test_looks_to_find_counts_until_the_first_hit_and_charges_a_miss_the_cap():
     inside = np.array([[True, False, True], [False, False, True], [False, False, False]])
     np.testing.assert_array_equal(looks_to_find(inside, 3), [1, 3, 3])
@@ -127,7 +153,7 @@ def test_the_quick_curve_has_every_row_and_the_cold_start_is_the_prior(tmp_path)
     rows = result["rows"]
     for n in (0, 2, 8):
         names = {r["row"] for r in rows if r["observations"] == n and r["home"] == "thesis"}
-        trained = {"scratch", "fine_tuned", "proposer_cut0.6"} if n else set()
+        trained = {"scratch", "fine_tuned", "proposer_cut0.6", "labelled_parts"} if n else set()
         want = {"general", "proposer", "limit", "oracle"} | trained
         assert names == want, (n, names)
     for r in rows:

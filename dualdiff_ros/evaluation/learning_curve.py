@@ -25,7 +25,10 @@ each of `test_conditions` held-out furniture poses:
 - home_aware_summary[...]: the same rows for a home-aware prior reading the hand-made summary
   instead of the set (the measured alternative; `context_kinds`);
 - limit: the exact Bayes posterior predictive of the home family (evaluation/bayes_limit.py), for
-  the one-box family only; oracle: samples of the home's true region (every family).
+  the one-box family only; labelled_parts: each place's own predictive told which observations came
+  from it (bayes_limit.labelled_part_predictive; box and multi-place homes: more than a robot can
+  know, for judging how far a target is from what the observations allow); oracle: samples of the
+  home's true region (every family).
 
 Homes come from a family (domains/homes.py: "box", the thesis's; "multi", several places; "held_out",
 shape kinds no model trained on); coverage_vs_oracle divides a row's coverage by the oracle's.
@@ -53,12 +56,13 @@ from ..recipes import HOME_AWARE_FLEET
 from ..seeds import stream
 from ..serving import distinct, ranked
 from . import metrics
-from .bayes_limit import predictive
+from .bayes_limit import labelled_part_predictive, predictive
 from .report import markdown_table
 
 OBSERVATIONS = (0, 1, 2, 4, 8, 16, 32, 64, 128)
 ROWS = ("general", "scratch", "fine_tuned", "proposer", "home_aware_summary", "home_aware", "served", "limit",
-        "oracle")
+        "labelled_parts", "oracle")
+LABELLED_FAMILIES = ("box", "multi")  # homes made of boxes and discs only: the labelled-part reference
 METRICS = ("accuracy", "coverage", "coverage_vs_oracle", "looks_to_find")
 DISTINCT_OVERSAMPLE = 4.0  # the placement service's distinct.oversample
 
@@ -157,6 +161,16 @@ def limit_samples(home, domain: str, observed_local: np.ndarray, conditions: np.
     """The Bayes predictive's proposals ``[n, k, d]`` (in random order: it has no better one)."""
     rng = np.random.default_rng(seed)
     local = predictive(domain, observed_local, len(conditions) * k, rng)
+    return home.from_region_frame(np.repeat(conditions, k, axis=0), local).reshape(len(conditions), k, -1)
+
+
+def labelled_samples(home, domain: str, observed_local: np.ndarray, conditions: np.ndarray, k: int,
+                     seed: int) -> np.ndarray | None:
+    """The labelled-part reference's proposals ``[n, k, d]`` (bayes_limit.labelled_part_predictive), or None."""
+    local = labelled_part_predictive(domain, home.region, observed_local, len(conditions) * k,
+                                     np.random.default_rng(seed))
+    if local is None:
+        return None
     return home.from_region_frame(np.repeat(conditions, k, axis=0), local).reshape(len(conditions), k, -1)
 
 
@@ -280,6 +294,10 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
         if s.family == "box":
             found["limit"] = score_samples(home, test, limit_samples(home, s.domain, home.region_frame(c, t), test,
                                                                      s.looks, sampling), reference_local, s.looks)
+        if s.family in LABELLED_FAMILIES and n > 0:
+            labelled = labelled_samples(home, s.domain, home.region_frame(c, t), test, s.looks, sampling)
+            if labelled is not None:
+                found["labelled_parts"] = score_samples(home, test, labelled, reference_local, s.looks)
         found["oracle"] = oracle
         for name, scores in found.items():
             extra = {"answered_by": found_way} if name == "served" and home_aware is not None else {}
