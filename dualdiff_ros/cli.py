@@ -78,6 +78,7 @@ def _learning_curve(args) -> int:
                "context_guidance": tuple(args.home_aware) if args.home_aware else None,
                "context_tuning": True if args.home_aware_tuning else None,
                "context_pseudo": tuple(args.home_aware_pseudo) if args.home_aware_pseudo else None,
+               "context_places": True if args.home_aware_places else None,
                "context_model": args.home_aware_model,
                "summary_model": args.summary_model, "general_model": args.general_model,
                "context_kinds": tuple(args.context_kinds) if args.context_kinds else None,
@@ -275,6 +276,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="the home-aware prior's size and training (default: --recipe's)")
     p.add_argument("--home-aware-pseudo", type=float, nargs="+", default=None, metavar="TAU",
                    help="with --home-aware: also rows told of TAU pseudo-observations more (a tempered posterior)")
+    p.add_argument("--home-aware-places", action="store_true",
+                   help="with --home-aware: also rows of the prior read place by place (home_aware.places)")
     p.add_argument("--home-aware-model", default=None, metavar="PATH",
                    help="with --home-aware: use this saved home-aware prior (dualdiff train --home-aware) "
                         "instead of training one")

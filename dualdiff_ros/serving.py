@@ -28,7 +28,7 @@ from .diffusion.sampling import METHODS as SAMPLER_METHODS
 from .diffusion.sampling import SamplerConfig
 from .domains.homes import home_frame
 from .domains.spec import BUILTIN_SPECS, NAME, DomainSpec
-from .learning import home_check
+from .learning import home_check, places
 from .learning.in_context import (
     MAX_CONTEXT_POINTS,
     SUMMARY_SIZE,
@@ -172,6 +172,11 @@ SERVICE_SETTINGS = (
     Setting("home_aware.guidance_many", 1.5, "Classifier-free guidance on the home's observations once the home "
             "has home_aware.many_observations or more (the same 1.5 measured best there too; a summary-reading "
             "prior was best at 1.1).", float_range=(0.0, 20.0)),
+    Setting("home_aware.places", True, "A set-reading home-aware prior reads each place of the home on its own: "
+            "the observations are split where a gap separates them (two shelves, a tray and the sink; "
+            "learning/places.py) and each place's share of the proposals is drawn from the prior given that "
+            "place's observations only, so nothing is proposed in the gap between them (docs/RESULTS.md, "
+            "section 8). False = the prior reads every observation at once."),
     Setting("home_aware.pseudo_observations", 8.0, "The home-aware prior is told its home has this many "
             "observations more than it has (same extent), at most as many more as it has: a tempered posterior "
             "that keeps proposals closer to where things were seen while observations are few and fades as "
@@ -445,6 +450,8 @@ class Route:
     condition: np.ndarray | None = None
     answered_as: str = ""
     notes: list = field(default_factory=list)
+    # the home-aware prior read per place (home_aware.places): the home's points and their place labels
+    places: tuple | None = None
 
     @property
     def model(self) -> DiffusionModel:
@@ -609,9 +616,12 @@ class PlacementService:
         pseudo = pseudo_used(context.count, float(values["home_aware.pseudo_observations"])) if kind == "summary" else 0
         block = home_aware_context(model, context, float(values["home_aware.pseudo_observations"]))
         proposer = proposer.with_guidance(guidance)
+        split = reads_places(model, context, values)
+        where = f" in {split[1].max() + 1} places read one by one" if split is not None else ""
         note = (f"answered from the home-aware prior ({kind}) with this home's {context.count} observation(s)"
-                f"{f' (+{pseudo:g} pseudo-observations)' if pseudo else ''}, guidance {guidance:g}")
-        return Route(None, model, "specialized", proposer, np.concatenate([state, block]), HOME_AWARE, [note])
+                f"{where}{f' (+{pseudo:g} pseudo-observations)' if pseudo else ''}, guidance {guidance:g}")
+        return Route(None, model, "specialized", proposer, np.concatenate([state, block]), HOME_AWARE, [note],
+                     split)
 
     def _pair_route(self, request: "Request", proposer: Proposer, values: dict) -> "Route":
         mode, note = self._resolve_mode(request.domain, request.task, request.mode, request.general,
@@ -632,7 +642,8 @@ class PlacementService:
             return None
         key = (context.version, *(m.metadata.get("version", id(m)) if m is not None else ""
                                   for m in (home_model, r.general, r.specialized)),
-               float(values["check.margin"]), home_aware_guidance(context.count, values))
+               float(values["check.margin"]), home_aware_guidance(context.count, values),
+               bool(values["home_aware.places"]))
         with self._check_lock:
             cached = self._checks.get((r.domain, r.task))
         if cached is not None and cached[0] == key:
@@ -669,10 +680,21 @@ class PlacementService:
             condition = navigate_to.model_conditions(route.model, request.state[None], grid)[0]
         runs = []
 
+        def propose(place_condition, n: int, place_seed: int):
+            runs.append(route.proposer.propose(route.general, route.specialized, place_condition, n, route.mode,
+                                               place_seed))
+            return runs[-1].targets, runs[-1].scores
+
         def draw(n: int):
-            runs.append(route.proposer.propose(route.general, route.specialized, condition, n, route.mode, seed))
+            if route.places is None:
+                targets, scores = propose(condition, n, seed)
+            else:  # each place of the home from the prior given that place's observations (home_aware.places)
+                points, labels = route.places
+                targets, scores = places.draw_by_place(
+                    lambda subset, m, s: propose(np.concatenate([request.state, set_block(subset)]), m, s),
+                    points, n, seed, labels)
             # a model that learned in its spec's frame answers there: the map check and the reply need the world
-            return answers_in_world(route.model, request.state[None], runs[-1].targets), runs[-1].scores
+            return answers_in_world(route.model, request.state[None], targets), scores
 
         if grid is None:
             targets, scores = ranked(*draw(num_samples))
@@ -758,6 +780,17 @@ def can_read(model, context: HomeContext) -> bool:
     return model_context_kind(model) == "summary" or len(context.points) > 0
 
 
+def reads_places(model, context: HomeContext, values: dict) -> tuple | None:
+    """(points, place labels) when the home-aware prior reads this home place by place, else None.
+
+    None when home_aware.places is off, the prior reads a summary, or the home is one place.
+    """
+    if not bool(values["home_aware.places"]) or model_context_kind(model) != "set" or len(context.points) == 0:
+        return None
+    labels = places.split(context.points)
+    return (context.points, labels) if labels.max() > 0 else None
+
+
 def home_aware_context(model, context: HomeContext, pseudo_observations: float) -> np.ndarray:
     """The condition block the home-aware prior reads for this home."""
     if model_context_kind(model) == "summary":
@@ -777,9 +810,15 @@ def answer_ways(domain: str, state: np.ndarray, home_model, context: HomeContext
     kind = model_context_kind(home_model)
     pseudo = float(values["home_aware.pseudo_observations"])
 
-    def home_aware(local, n, seed):
+    split = bool(values["home_aware.places"]) and kind == "set"
+
+    def one_set(local, n, seed):
         condition = context_conditions(state[None], local, pseudo, kind)[0]
-        targets = ha_proposer.propose(None, home_model, condition, n, "specialized", seed).targets
+        p = ha_proposer.propose(None, home_model, condition, n, "specialized", seed)
+        return p.targets, p.scores
+
+    def home_aware(local, n, seed):
+        targets = (places.draw_by_place(one_set, local, n, seed) if split else one_set(local, n, seed))[0]
         return home_frame(domain, np.tile(state, (n, 1)), targets)
 
     def pair(mode):

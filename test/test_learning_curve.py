@@ -200,6 +200,25 @@ def test_the_curve_can_run_the_home_aware_prior(tmp_path):
     assert {"home_aware", "home_aware_w3"} <= names
 
 
+def test_the_curve_reads_a_multi_place_home_place_by_place_as_the_service_does(tmp_path):
+    from dualdiff_ros.evaluation.learning_curve import served_row
+    from dualdiff_ros.learning import places
+
+    settings = CurveSettings.quick(observations=(0, 30), homes=2, family="multi", context_guidance=(1.0, 1.5),
+                                   context_places=True, skip_scratch=True)
+    result = run_learning_curve(tmp_path, settings)
+    at = [r for r in result["rows"] if r["observations"] == 30]
+    assert {"home_aware_places", "home_aware_places_w1.5", "served", "labelled_parts"} <= {r["row"] for r in at}
+    assert not any(r["row"].startswith("home_aware_places") for r in result["rows"] if r["observations"] == 0)
+    split = [places.split(home.region_frame(*observation_sequence(home, i, 0, 128))[:30]).max()
+             for i, home in enumerate(homes("cabinet", 2, 0, "multi"))]
+    for name, home_split in zip(sorted({r["home"] for r in at}), split):
+        rows = {r["row"]: r for r in at if r["home"] == name}
+        same = rows["home_aware_places"]["accuracy"] == rows["home_aware"]["accuracy"]
+        assert same == (home_split == 0)  # a home of one place is read as before; of several, not
+    assert served_row("home_aware", 30) == "home_aware_places_w1.5"
+
+
 def test_a_fine_tune_of_the_home_aware_prior_keeps_its_condition_and_composes_with_it(tmp_path):
     from dualdiff_ros.diffusion.composition import check_compatible
     from dualdiff_ros.domains.homes import homes

@@ -49,7 +49,7 @@ import numpy as np
 from .. import serving
 from ..diffusion.proposer import Proposer
 from ..domains.homes import FAMILIES, FAMILY_DOMAINS, homes
-from ..learning import home_check
+from ..learning import home_check, places
 from ..learning.in_context import context_conditions, model_context_kind, train_prior
 from ..model_store import Recipe, train_general, train_specialized
 from ..recipes import HOME_AWARE_FLEET
@@ -84,6 +84,7 @@ class CurveSettings:
     # "home_aware_w<g>" for each further guidance scale; () = not trained.
     context_guidance: tuple = ()
     context_pseudo: tuple = ()         # further home-aware rows "..._p<tau>" with tau pseudo-observations
+    context_places: bool = False       # also rows "home_aware_places[_w<g>]": the prior read place by place
     context_tuning: bool = False       # also the rows of a fine-tune of the home-aware prior
     context_model: str | None = None   # a saved home-aware prior of this domain to use instead of training one
     context_kinds: tuple = ("set",)    # home-aware priors: "set" (rows home_aware*), "summary" (home_aware_summary*)
@@ -175,14 +176,33 @@ def labelled_samples(home, domain: str, observed_local: np.ndarray, conditions: 
 
 
 def home_aware_samples(model, home, observed_local, conditions, k, seed, guidance: float,
-                       tuned=None, joint: bool = False, pseudo: float = 0.0) -> np.ndarray:
+                       tuned=None, joint: bool = False, pseudo: float = 0.0, by_place: bool = False) -> np.ndarray:
     """Proposals given the home's observations (and `pseudo` pseudo-observations), best first.
 
-    The home-aware prior alone, its fine-tune `tuned` alone, or (`joint`) the two composed.
+    The home-aware prior alone, its fine-tune `tuned` alone, or (`joint`) the two composed;
+    `by_place`: the prior alone read place by place, as the placement service does (home_aware.places).
     """
-    conds = context_conditions(conditions, observed_local, pseudo, model_context_kind(model))
+    kind = model_context_kind(model)
+    if by_place and tuned is None and kind == "set":
+        labels = places.split(observed_local)
+        if labels.max() > 0:
+            return place_samples(model, observed_local, labels, conditions, k, seed, guidance)
+    conds = context_conditions(conditions, observed_local, pseudo, kind)
     general, specialist = (model, tuned) if joint else (None, tuned if tuned is not None else model)
     return propose_all(Proposer().with_guidance(guidance), general, specialist, conds, k, seed)
+
+
+def place_samples(model, observed_local, labels, conditions, k: int, seed: int, guidance: float) -> np.ndarray:
+    """``[n, k, d]`` proposals of a set-reading prior read place by place (places.draw_by_place), best first."""
+    proposer = Proposer().with_guidance(guidance)
+    out = []
+    for i, c in enumerate(conditions):
+        def one_place(subset, m, place_seed, c=c):
+            p = proposer.propose(None, model, context_conditions(c[None], subset, kind="set")[0], m, "specialized",
+                                 place_seed)
+            return p.targets, p.scores
+        out.append(ranked(*places.draw_by_place(one_place, observed_local, k, seed + i, labels))[0])
+    return np.stack(out)
 
 
 def tune_home_aware(model, home, c, t, settings: "CurveSettings", seed: int):
@@ -284,6 +304,10 @@ def run_home(home, index: int, general, settings: CurveSettings, home_aware=None
                         found[name.replace("home_aware", prefix) + suffix] = score_samples(
                             home, test, home_aware_samples(model, home, home.region_frame(c, t), test, s.looks,
                                                            sampling, w, pseudo=pseudo, **how), reference_local, s.looks)
+                if model is home_aware and s.context_places and n > 0:
+                    found["home_aware_places" + ("" if w == 1 else f"_w{w:g}")] = score_samples(
+                        home, test, home_aware_samples(model, home, home.region_frame(c, t), test, s.looks, sampling,
+                                                       w, by_place=True), reference_local, s.looks)
         if home_aware is not None:
             found["served"], found_way = served_scores(home, test, reference_local, s, sampling, home_aware,
                                                        home.region_frame(c, t), general, trained.get("fine_tuned"),
@@ -348,7 +372,8 @@ def served_samples(home_aware, home, observed_local, conditions, k: int, seed: i
     if way == serving.HOME_AWARE:
         guidance = serving.home_aware_guidance(len(observed_local), values)
         pseudo = float(values["home_aware.pseudo_observations"])
-        samples = home_aware_samples(home_aware, home, observed_local, conditions, k, seed, guidance, pseudo=pseudo)
+        samples = home_aware_samples(home_aware, home, observed_local, conditions, k, seed, guidance, pseudo=pseudo,
+                                     by_place=bool(values["home_aware.places"]))
         return samples, way, scores
     pair = {"joint": (general, specialist), "specialized": (None, specialist), "general": (general, None)}[way]
     return propose_all(Proposer(), *pair, conditions, k, seed), way, scores
@@ -390,8 +415,10 @@ def served_row(way: str, observations: int) -> str:
     """The curve's row that measures `way` as served at N: the home-aware prior at the served guidance."""
     if way != serving.HOME_AWARE:
         return WAY_ROWS[way]
-    guidance = serving.home_aware_guidance(observations, serving.defaults())
-    return "home_aware" if guidance == 1 else f"home_aware_w{guidance:g}"
+    values = serving.defaults()
+    guidance = serving.home_aware_guidance(observations, values)
+    name = "home_aware_places" if bool(values["home_aware.places"]) else "home_aware"
+    return name if guidance == 1 else f"{name}_w{guidance:g}"
 
 
 def served_at_margin(rows: list[dict], margin: float) -> list[dict]:

@@ -1,0 +1,71 @@
+"""The places of a home (learning/places.py): the split, the shares, the per-place draw."""
+import numpy as np
+import pytest
+
+from dualdiff_ros.domains.homes import BoxRegion, DiscRegion, MixtureRegion, RingRegion
+from dualdiff_ros.learning import places
+
+LOW_SHELF = BoxRegion((-0.8, -0.8, 0.10), (0.8, 0.6, 0.14))
+HIGH_SHELF = BoxRegion((-0.6, -0.8, 0.70), (0.7, 0.8, 0.74))
+
+
+def test_two_shelves_are_two_places_and_the_bigger_share_comes_first():
+    rng = np.random.default_rng(0)
+    shelves = MixtureRegion((LOW_SHELF, HIGH_SHELF), (0.3, 0.7))
+    points = shelves.sample(40, rng)
+    labels = places.split(points)
+    assert labels.max() == 1
+    high = HIGH_SHELF.contains(points)
+    assert (labels[high] == labels[high][0]).all() and (labels[~high] != labels[high][0]).all()
+    assert np.bincount(labels)[0] >= np.bincount(labels)[1]
+
+
+@pytest.mark.parametrize("region", [BoxRegion((-0.5, -0.5, 0.2), (0.5, 0.3, 0.8)),
+                                    RingRegion((0.3, -0.2), 0.9, 1.4)])
+def test_one_box_and_a_ring_stay_one_place(region):
+    """No gap, no split: a leave-one-out likelihood does not reward cutting a place into pieces."""
+    rng = np.random.default_rng(1)
+    for n in (8, 32, 128):
+        assert places.split(region.sample(n, rng)).max() == 0, n
+
+
+def test_a_few_observations_are_one_place_and_small_clusters_are_found():
+    rng = np.random.default_rng(2)
+    clusters = MixtureRegion(tuple(DiscRegion(c, 0.15) for c in ((-2.0, 0.0), (0.0, 2.0), (2.0, -0.5))),
+                             (1 / 3, 1 / 3, 1 / 3))
+    assert places.split(clusters.sample(places.MIN_OBSERVATIONS - 1, rng)).max() == 0
+    labels = places.split(clusters.sample(60, rng))
+    assert labels.max() + 1 == 3 and np.bincount(labels).min() >= places.MIN_PER_PLACE
+
+
+def test_the_leave_one_out_score_prefers_the_true_split_to_none_and_to_singletons():
+    rng = np.random.default_rng(3)
+    shelves = MixtureRegion((LOW_SHELF, HIGH_SHELF), (0.5, 0.5))
+    points = shelves.sample(40, rng)
+    truth = HIGH_SHELF.contains(points).astype(int)
+    x = places.informative(points)
+    one = places.leave_one_out_score(x, np.zeros(40, dtype=int))
+    two = places.leave_one_out_score(x, truth)
+    singletons = places.leave_one_out_score(x, np.arange(40))
+    assert two > one > singletons
+
+
+def test_proposals_are_shared_out_by_the_places_shares_and_drawn_from_each_place_alone():
+    labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    counts = places.allocate(labels, 32)
+    assert counts.sum() == 32 and list(counts) == [19, 10, 3]
+    assert places.allocate(labels, 1).tolist() == [1, 0, 0]
+    points = np.arange(30, dtype=float).reshape(10, 3)
+    calls = []
+
+    def draw(subset, m, seed):
+        calls.append((subset.copy(), m, seed))
+        return np.tile(subset.mean(0), (m, 1)), np.full(m, float(seed))
+
+    targets, scores = places.draw_by_place(draw, points, 32, 100, labels)
+    assert len(targets) == 32 and [c[1] for c in calls] == [19, 10, 3] and [c[2] for c in calls] == [100, 101, 102]
+    for place, (subset, _, _) in enumerate(calls):
+        np.testing.assert_array_equal(subset, points[labels == place])
+    calls.clear()
+    places.draw_by_place(draw, points, 5, 7, np.zeros(10, dtype=int))   # one place: one draw on every point
+    assert len(calls) == 1 and len(calls[0][0]) == 10 and calls[0][1:] == (5, 7)
