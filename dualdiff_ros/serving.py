@@ -14,6 +14,7 @@ import math
 import secrets
 import threading
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -251,6 +252,11 @@ class HomeContext:
     summary: np.ndarray = field(default_factory=lambda: np.zeros(SUMMARY_SIZE))
     points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     version: int = 0   # changes with every update: the answer check is redone for a new context
+
+    @cached_property
+    def place_labels(self) -> np.ndarray:
+        """Which place of the home each point is in (learning/places.py), split once per context."""
+        return places.split(self.points)
 
 
 class HomeContexts:
@@ -680,21 +686,14 @@ class PlacementService:
             condition = navigate_to.model_conditions(route.model, request.state[None], grid)[0]
         runs = []
 
-        def propose(place_condition, n: int, place_seed: int):
-            runs.append(route.proposer.propose(route.general, route.specialized, place_condition, n, route.mode,
-                                               place_seed))
-            return runs[-1].targets, runs[-1].scores
-
         def draw(n: int):
             if route.places is None:
-                targets, scores = propose(condition, n, seed)
+                runs.append(route.proposer.propose(route.general, route.specialized, condition, n, route.mode, seed))
             else:  # each place of the home from the prior given that place's observations (home_aware.places)
-                points, labels = route.places
-                targets, scores = places.draw_by_place(
-                    lambda subset, m, s: propose(np.concatenate([request.state, set_block(subset)]), m, s),
-                    points, n, seed, labels)
+                rows = place_conditions(request.state, *route.places, n)
+                runs.append(route.proposer.propose_rows(route.specialized, rows, seed))
             # a model that learned in its spec's frame answers there: the map check and the reply need the world
-            return answers_in_world(route.model, request.state[None], targets), scores
+            return answers_in_world(route.model, request.state[None], runs[-1].targets), runs[-1].scores
 
         if grid is None:
             targets, scores = ranked(*draw(num_samples))
@@ -787,8 +786,14 @@ def reads_places(model, context: HomeContext, values: dict) -> tuple | None:
     """
     if not bool(values["home_aware.places"]) or model_context_kind(model) != "set" or len(context.points) == 0:
         return None
-    labels = places.split(context.points)
+    labels = context.place_labels
     return (context.points, labels) if labels.max() > 0 else None
+
+
+def place_conditions(state: np.ndarray, points: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    """[n, condition] rows of a set-reading prior: each place's share of n proposals reads that place alone."""
+    return np.concatenate([np.tile(np.concatenate([state, set_block(subset)]), (m, 1))
+                           for subset, m in places.shares(points, n, labels)])
 
 
 def home_aware_context(model, context: HomeContext, pseudo_observations: float) -> np.ndarray:
@@ -810,15 +815,15 @@ def answer_ways(domain: str, state: np.ndarray, home_model, context: HomeContext
     kind = model_context_kind(home_model)
     pseudo = float(values["home_aware.pseudo_observations"])
 
-    split = bool(values["home_aware.places"]) and kind == "set"
-
-    def one_set(local, n, seed):
-        condition = context_conditions(state[None], local, pseudo, kind)[0]
-        p = ha_proposer.propose(None, home_model, condition, n, "specialized", seed)
-        return p.targets, p.scores
+    by_place = bool(values["home_aware.places"]) and kind == "set"
 
     def home_aware(local, n, seed):
-        targets = (places.draw_by_place(one_set, local, n, seed) if split else one_set(local, n, seed))[0]
+        labels = places.split(local) if by_place else None
+        if labels is not None and labels.max(initial=0) > 0:
+            targets = ha_proposer.propose_rows(home_model, place_conditions(state, local, labels, n), seed).targets
+        else:
+            condition = context_conditions(state[None], local, pseudo, kind)[0]
+            targets = ha_proposer.propose(None, home_model, condition, n, "specialized", seed).targets
         return home_frame(domain, np.tile(state, (n, 1)), targets)
 
     def pair(mode):

@@ -16,7 +16,7 @@ for seed in $SEEDS; do
   for family in box multi held_out; do
     for domain in cabinet round_table; do
       .venv/bin/dualdiff learning-curve --domain "$domain" --family "$family" --seed "$seed" --homes "$HOMES" \
-        --observations $OBS --test-conditions "$POSES" --skip-scratch --home-aware 1 1.5 \
+        --observations $OBS --test-conditions "$POSES" --skip-scratch --home-aware 1 1.5 --home-aware-places \
         --context-kinds set summary --home-aware-model "$MODELS/$domain/home_aware.safetensors" \
         --summary-model "$SUMMARY/$domain/home_aware.safetensors" \
         --general-model "$MODELS/$domain/general.safetensors" \

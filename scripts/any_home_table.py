@@ -13,8 +13,8 @@ import numpy as np
 
 from dualdiff_ros.evaluation.learning_curve import served_at_margin
 
-ROWS = ("general", "fine_tuned", "proposer", "home_aware_summary", "home_aware", "home_aware_w1.5", "served", "limit",
-        "labelled_parts", "oracle")
+ROWS = ("general", "fine_tuned", "proposer", "home_aware_summary", "home_aware", "home_aware_w1.5",
+        "home_aware_places", "home_aware_places_w1.5", "served", "limit", "labelled_parts", "oracle")
 METRICS = ("accuracy", "coverage_vs_oracle", "looks_to_find")
 
 

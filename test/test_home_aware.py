@@ -192,26 +192,33 @@ def test_a_check_that_cannot_draw_answers_from_the_prior_and_says_so(service, mo
 
 
 def test_a_home_of_two_shelves_is_read_place_by_place_and_says_so(service, monkeypatch):
-    """home_aware.places: one draw per shelf, given that shelf's observations, sized by its share."""
+    """home_aware.places: each shelf's share of the proposals reads that shelf's observations only (one batch)."""
     from dualdiff_ros.diffusion.proposer import Proposer
     from dualdiff_ros.domains.homes import MixtureRegion
+    from dualdiff_ros.learning.in_context import MAX_CONTEXT
 
     low, high = BoxRegion((-0.8, -0.8, 0.10), (0.8, 0.6, 0.14)), BoxRegion((-0.6, -0.8, 0.70), (0.7, 0.8, 0.74))
     _observe(service, 40, MixtureRegion((low, high), (0.25, 0.75)))
     points = service.contexts.get("cabinet", "").points
     on_high = int(high.contains(points).sum())
     asked = []
-    real = Proposer.propose
-    monkeypatch.setattr(Proposer, "propose", lambda self, g, s, c, n, *a, **k: asked.append(n) or real(
-        self, g, s, c, n, *a, **k))
+    for name in ("propose", "propose_rows"):
+        real = getattr(Proposer, name)
+        monkeypatch.setattr(Proposer, name, lambda self, *a, _real=real, _name=name, **k: asked.append((_name, a))
+                            or _real(self, *a, **k))
     answer = service.answer("cabinet", "", "joint", STATE, 32, seed=3)
     assert answer.mode_used == "home_aware" and "in 2 places read one by one" in answer.message
-    assert sorted(asked) == sorted([round(32 * on_high / 40), 32 - round(32 * on_high / 40)])
+    assert [name for name, _ in asked] == ["propose_rows"]
+    rows = asked[0][1][1]
+    counts = np.round(rows[:, 3] * MAX_CONTEXT).astype(int)       # each row's set: how many points it reads
+    high_share = round(32 * on_high / 40)
+    assert sorted(np.unique(counts, return_counts=True)[1].tolist()) == sorted([high_share, 32 - high_share])
+    assert set(counts.tolist()) == {on_high, 40 - on_high}
     assert len(answer.proposals) == 32 and (np.diff(answer.scores) <= 0).all()
     asked.clear()
     service.configure({**serving.defaults(), "check.enabled": False, "home_aware.places": False})
     try:
         answer = service.answer("cabinet", "", "joint", STATE, 32, seed=3)
-        assert asked == [32] and "places" not in answer.message
+        assert [name for name, _ in asked] == ["propose"] and "places" not in answer.message
     finally:
         service.configure({**serving.defaults(), "check.enabled": False})

@@ -191,14 +191,27 @@ def test_sampling_a_kernel_prior_with_guidance_runs_the_fast_plan_and_equals_the
         expected = torch.lerp(model.denoiser(y, tt, null_condition(model, cn)), model.denoiser(y, tt, cn), 1.5)
         torch.testing.assert_close(predict(y, t)[0], expected, atol=1e-5, rtol=1e-4)
     # the plan itself (what the predictor above runs): each set read on its own points, the null set as zeros
-    from dualdiff_ros.diffusion.denoisers import stacked_kernel_plan
+    from dualdiff_ros.diffusion.denoisers import _BoundKernel, stacked_kernel_plan
     from dualdiff_ros.diffusion.model import plain_network
 
     bounds = [plain_network(model.denoiser, c)[0] for c in (cn, null_condition(model, cn))]
     eps = stacked_kernel_plan(bounds)(y, 7)
     torch.testing.assert_close(eps[1], model.denoiser(y, torch.full((5,), 7), null_condition(model, cn)),
                                atol=1e-5, rtol=1e-4)
-    mixed = cn.clone()
-    mixed[0, 4:7] += 0.1  # rows that read different sets take the general path
-    with pytest.raises(ValueError):
-        stacked_kernel_plan([plain_network(model.denoiser, mixed)[0]])
+    # a home read place by place: runs of rows that read one set each, in one batch
+    other = model.normalize_conditions(context_conditions(np.tile([0.4, -0.2, 0.3], (3, 1)), local[:4], kind="set"))
+    runs = torch.cat([cn, other])
+    bound = plain_network(model.denoiser, runs)[0]
+    assert [(a, b) for a, b, _ in bound.point_groups()] == [(0, 5), (5, 8)]
+    y = torch.randn(8, 3)
+    torch.testing.assert_close(stacked_kernel_plan([bound])(y, 7)[0], model.denoiser(y, torch.full((8,), 7), runs),
+                               atol=1e-5, rtol=1e-4)
+    with_null = torch.cat([cn, null_condition(model, cn)[:2], other])   # a run of rows that read no set
+    bound = plain_network(model.denoiser, with_null)[0]
+    assert [(a, b, p is None) for a, b, p in bound.point_groups()] == [(0, 5, False), (5, 7, True), (7, 10, False)]
+    y = torch.randn(10, 3)
+    torch.testing.assert_close(stacked_kernel_plan([bound])(y, 3)[0],
+                               model.denoiser(y, torch.full((10,), 3), with_null), atol=1e-5, rtol=1e-4)
+    alternating = torch.cat([cn[:1], other[:1]] * (_BoundKernel.MAX_GROUPS // 2 + 1))
+    with pytest.raises(ValueError):  # rows that change sets too often take the batched forward pass
+        stacked_kernel_plan([plain_network(model.denoiser, alternating)[0]])

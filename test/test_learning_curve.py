@@ -351,7 +351,7 @@ def test_the_curve_through_the_nodes_is_compared_with_the_served_row(tmp_path):
 
 
 def test_the_margin_sweep_replays_the_check_with_other_margins():
-    from dualdiff_ros.evaluation.learning_curve import margin_sweep
+    from dualdiff_ros.evaluation.learning_curve import margin_sweep, served_row
 
     def row(name, accuracy, **extra):
         return {"home": "h", "observations": 8, "row": name, "accuracy": accuracy, "coverage": accuracy,
@@ -366,3 +366,5 @@ def test_the_margin_sweep_replays_the_check_with_other_margins():
     if guidance != 1:
         rows.append(row(f"home_aware_w{guidance:g}", 0.6))
         assert {r["margin"]: r["accuracy"] for r in margin_sweep(rows, (1.5,))} == {1.5: 0.6}
+        rows.append(row(served_row("home_aware", 8), 0.65))   # read place by place, as served
+        assert {r["margin"]: r["accuracy"] for r in margin_sweep(rows, (1.5,))} == {1.5: 0.65}

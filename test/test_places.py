@@ -50,22 +50,16 @@ def test_the_leave_one_out_score_prefers_the_true_split_to_none_and_to_singleton
     assert two > one > singletons
 
 
-def test_proposals_are_shared_out_by_the_places_shares_and_drawn_from_each_place_alone():
+def test_proposals_are_shared_out_by_the_places_shares_each_with_its_own_observations():
     labels = np.array([0] * 6 + [1] * 3 + [2] * 1)
     counts = places.allocate(labels, 32)
     assert counts.sum() == 32 and list(counts) == [19, 10, 3]
     assert places.allocate(labels, 1).tolist() == [1, 0, 0]
     points = np.arange(30, dtype=float).reshape(10, 3)
-    calls = []
-
-    def draw(subset, m, seed):
-        calls.append((subset.copy(), m, seed))
-        return np.tile(subset.mean(0), (m, 1)), np.full(m, float(seed))
-
-    targets, scores = places.draw_by_place(draw, points, 32, 100, labels)
-    assert len(targets) == 32 and [c[1] for c in calls] == [19, 10, 3] and [c[2] for c in calls] == [100, 101, 102]
-    for place, (subset, _, _) in enumerate(calls):
+    parts = places.shares(points, 32, labels)
+    assert [m for _, m in parts] == [19, 10, 3]
+    for place, (subset, _) in enumerate(parts):
         np.testing.assert_array_equal(subset, points[labels == place])
-    calls.clear()
-    places.draw_by_place(draw, points, 5, 7, np.zeros(10, dtype=int))   # one place: one draw on every point
-    assert len(calls) == 1 and len(calls[0][0]) == 10 and calls[0][1:] == (5, 7)
+    assert [m for _, m in places.shares(points, 1, labels)] == [1]          # places with no share are left out
+    one = places.shares(points, 5, np.zeros(10, dtype=int))               # one place: every point, every proposal
+    assert len(one) == 1 and len(one[0][0]) == 10 and one[0][1] == 5

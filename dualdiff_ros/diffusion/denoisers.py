@@ -335,8 +335,12 @@ class KernelReadout(nn.Module):
                              persistent=False)
         self._alpha_bars = self.alpha_bar.tolist()  # floats for the per-step sampling path
 
-    def shared(self, y: torch.Tensor, t: int, points: torch.Tensor) -> torch.Tensor:
-        """`forward` for one step t of a batch that reads one set of points [K, d] (K >= 1): sampling's case."""
+    def shared(self, y: torch.Tensor, t: int, points: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+        """`forward` for one step t of a batch that reads one set of points [K, d] (K >= 1): sampling's case.
+
+        `allowed` [B, K]: which of the points each row reads (rows reading different sets, e.g. the
+        places of a home, in one pass over the union of their points); every row must read one or more.
+        """
         a = self._alpha_bars[t]
         root_a, root_1a = math.sqrt(a), math.sqrt(max(1 - a, 1e-8))
         scale = (-0.5 / ((1 - a) + a * self.bandwidths ** 2))[:, None, None]                # [H, 1, 1]
@@ -344,11 +348,14 @@ class KernelReadout(nn.Module):
         gap = torch.addmm((a * (points * points).sum(1))[None, :], y, points.T, alpha=-2 * root_a)
         gap = gap + (y * y).sum(1, keepdim=True)                                             # [B, K]
         logits = gap[None] * scale                                                           # [H, B, K]
+        if allowed is not None:
+            logits = logits.masked_fill(~allowed, -1e30)
         # softmax and logsumexp from one exp (torch's logsumexp alone costs as much as the rest)
         peak = logits.amax(dim=-1, keepdim=True)
         weights = (logits - peak).exp_()
         total = weights.sum(dim=-1, keepdim=True)
-        mass = (total.log() + peak).squeeze(-1) - math.log(len(points))                      # [H, B]
+        count = math.log(len(points)) if allowed is None else allowed.sum(1).clamp(min=1).log()
+        mass = (total.log() + peak).squeeze(-1) - count                                      # [H, B]
         mean = (weights / total) @ points                                                    # [H, B, d]
         implied = ((y[None] - root_a * mean) / root_1a).clamp_(-self.EPS_LIMIT, self.EPS_LIMIT)
         out = torch.cat([mean, implied, (mass.clamp(min=-20.0) / 10.0)[..., None]], dim=-1)  # [H, B, 2d + 1]
@@ -425,23 +432,50 @@ def stacked_kernel_plan(bounds: list["_BoundKernel"], make_plan=None):
 
     The sampling counterpart of SetKernelMLP.forward: the trunks run as one StackedMLP whose input
     layer takes the readout as a per-step input, and each set's readout is computed on its points
-    alone (no padding; a set with no points reads zeros, as in training). Equal to the forward pass
+    alone (no padding; a set with no points reads zeros, as in training). An expert's rows may come
+    in runs that read one set each (a home read place by place: one run per place). Equal to the forward pass
     (test_home_check checks it). `make_plan` builds (or reuses) the StackedMLP of a list of networks.
     Raises ValueError where it does not apply.
     """
     if not all(isinstance(b, _BoundKernel) for b in bounds) or len({id(b.net) for b in bounds}) != 1:
         raise ValueError("a kernel plan runs one SetKernelMLP")
     net = bounds[0].net
-    readers = [b.shared_points() for b in bounds]
+    readers = [b.point_groups() for b in bounds]
     if any(r is False for r in readers):
-        raise ValueError("a kernel plan needs one set per expert (every row the same points)")
+        raise ValueError(f"a kernel plan reads at most {_BoundKernel.MAX_GROUPS} runs of rows with one set each")
     size = net.readout.size
     plan = (make_plan or (lambda nets: StackedMLP(*nets)))([net.trunk] * len(bounds))
     conditions = [torch.cat([b.condition, torch.zeros(len(b.condition), size)], dim=1) for b in bounds]
     readout = net.readout
 
+    def union(groups: list):
+        """(points of every run, which each row reads, rows that read any), None when no row reads a point."""
+        sets = [points for _, _, points in groups if points is not None]
+        if not sets:
+            return None
+        if len(groups) == 1:
+            return sets[0], None, None
+        rows = groups[-1][1]
+        allowed, offset = torch.zeros(rows, sum(len(p) for p in sets), dtype=torch.bool), 0
+        for start, stop, points in groups:
+            if points is not None:
+                allowed[start:stop, offset:offset + len(points)] = True
+                offset += len(points)
+        reads = allowed.any(1)
+        allowed[~reads, 0] = True  # rows without a set read zeros (below); keep their softmax finite
+        return torch.cat(sets), allowed, None if reads.all() else reads[:, None].float()
+
+    unions = [union(groups) for groups in readers]
+
+    def read(y: torch.Tensor, t: int, found):
+        if found is None:
+            return None
+        points, allowed, reads = found
+        out = readout.shared(y, t, points, allowed)
+        return out if reads is None else out * reads
+
     def step_input(y: torch.Tensor, t: int) -> list:
-        return [None if points is None else readout.shared(y, t, points) for points in readers]
+        return [read(y, t, found) for found in unions]
     return plan.bind(conditions, step_input, size)
 
 
@@ -452,15 +486,27 @@ class _BoundKernel(nn.Module):
         super().__init__()
         self.net, self.points, self.mask, self.condition = net, points, mask, condition
 
-    def shared_points(self):
-        """The one set every row reads ([K, d]; None = no points), or False when rows read different sets."""
-        if len(self.points) == 0 or not self.mask.any():
-            return None
-        first, first_mask = self.points[0], self.mask[0]
-        if not (torch.equal(self.mask, first_mask.expand_as(self.mask))
-                and torch.equal(self.points[:, first_mask], first[first_mask].expand(len(self.points), -1, -1))):
+    MAX_GROUPS = 16   # more runs of rows with one set each: the batched forward pass is as fast
+
+    def point_groups(self):
+        """Runs of rows that read one set: [(start, stop, points [K, d] or None = no points)].
+
+        A home read place by place asks one batch whose rows come in runs, one run per place; a plain
+        request is one run. False when the rows change sets more than MAX_GROUPS times.
+        """
+        rows = len(self.points)
+        if rows == 0:
+            return [(0, 0, None)]
+        kept = self.points * self.mask[..., None]
+        same = (self.mask[1:] == self.mask[:-1]).all(1) & (kept[1:] == kept[:-1]).all(2).all(1)
+        starts = [0] + (torch.nonzero(~same).flatten() + 1).tolist()
+        if len(starts) > self.MAX_GROUPS:
             return False
-        return first[first_mask].contiguous()
+        groups = []
+        for start, stop in zip(starts, starts[1:] + [rows]):
+            mask = self.mask[start]
+            groups.append((start, stop, self.points[start][mask].contiguous() if mask.any() else None))
+        return groups
 
     def forward(self, y: torch.Tensor, t: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return self.net.trunk(y, t, torch.cat([c, self.net.readout(y, t, self.points, self.mask)], dim=-1))

@@ -146,6 +146,13 @@ class Proposer:
         return Proposals(targets, -(err_g + err_s) / 2, "joint", "", diag)
 
 
+    def propose_rows(self, model: DiffusionModel, conditions: np.ndarray, seed: int = 0) -> Proposals:
+        """One proposal per condition row [n, c], from one model in one batch (a home read place by place)."""
+        rows = np.asarray(conditions, dtype=np.float64)
+        targets = sample(model, rows, 1, seed, self.sampler)[:, 0]
+        return Proposals(targets, -denoising_error(model, rows, targets, seed), "specialized")
+
+
 def denoising_error(model: DiffusionModel, condition, targets: np.ndarray, seed: int = 0) -> np.ndarray:
     """Squared error of the model's noise prediction for each target, noised to CHECK_FRACTION of T.
 

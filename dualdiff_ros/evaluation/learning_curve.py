@@ -193,15 +193,12 @@ def home_aware_samples(model, home, observed_local, conditions, k, seed, guidanc
 
 
 def place_samples(model, observed_local, labels, conditions, k: int, seed: int, guidance: float) -> np.ndarray:
-    """``[n, k, d]`` proposals of a set-reading prior read place by place (places.draw_by_place), best first."""
+    """``[n, k, d]`` proposals of a set-reading prior read place by place, as the service draws them, best first."""
     proposer = Proposer().with_guidance(guidance)
     out = []
     for i, c in enumerate(conditions):
-        def one_place(subset, m, place_seed, c=c):
-            p = proposer.propose(None, model, context_conditions(c[None], subset, kind="set")[0], m, "specialized",
-                                 place_seed)
-            return p.targets, p.scores
-        out.append(ranked(*places.draw_by_place(one_place, observed_local, k, seed + i, labels))[0])
+        p = proposer.propose_rows(model, serving.place_conditions(c, observed_local, labels, k), seed + i)
+        out.append(ranked(p.targets, p.scores)[0])
     return np.stack(out)
 
 
@@ -437,7 +434,9 @@ def served_at_margin(rows: list[dict], margin: float) -> list[dict]:
             best = max(scores, key=scores.get)
             way = best if scores[best] - scores.get("home_aware", -np.inf) >= margin else "home_aware"
             key = (r.get("run"), r["home"], r["observations"])
-            chosen = by.get((*key, served_row(way, r["observations"]))) or by.get((*key, WAY_ROWS[way]))
+            served = served_row(way, r["observations"])  # else the same without places, else at guidance 1
+            chosen = (by.get((*key, served)) or by.get((*key, served.replace("_places", "")))
+                      or by.get((*key, WAY_ROWS[way])))
             if chosen is not None:
                 r = {**chosen, "row": "served", "answered_by": way, "check_scores": scores, "replayed": True}
         out.append(r)

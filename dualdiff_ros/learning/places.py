@@ -22,8 +22,6 @@ Pure numpy and scipy: the placement service, its answer check and the learning c
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 from scipy.cluster.hierarchy import fcluster, linkage
 
@@ -137,20 +135,10 @@ def allocate(labels: np.ndarray, n: int) -> np.ndarray:
     return counts
 
 
-def draw_by_place(draw: Callable[[np.ndarray, int, int], tuple], points: np.ndarray, n: int, seed: int,
-                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """n proposals, each place's share drawn by `draw(place_points, m, seed)` -> (targets [m, d], scores [m]).
-
-    One place (or no points): a single draw on every point, exactly as without the split.
-    """
+def shares(points: np.ndarray, n: int, labels: np.ndarray | None = None) -> list[tuple[np.ndarray, int]]:
+    """(a place's observations, how many of n proposals it gets) for every place given some; one place: all."""
     points = np.asarray(points, dtype=np.float64)
     labels = split(points) if labels is None else labels
     if len(points) == 0 or labels.max(initial=0) == 0:
-        return draw(points, n, seed)
-    targets, scores = [], []
-    for place, m in enumerate(allocate(labels, n)):
-        if m:
-            t, s = draw(points[labels == place], int(m), seed + place)
-            targets.append(np.asarray(t))
-            scores.append(np.asarray(s))
-    return np.concatenate(targets), np.concatenate(scores)
+        return [(points, n)]
+    return [(points[labels == place], int(m)) for place, m in enumerate(allocate(labels, n)) if m]
