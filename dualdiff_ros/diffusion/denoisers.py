@@ -335,7 +335,8 @@ class KernelReadout(nn.Module):
                              persistent=False)
         self._alpha_bars = self.alpha_bar.tolist()  # floats for the per-step sampling path
 
-    def shared(self, y: torch.Tensor, t: int, points: torch.Tensor, allowed: torch.Tensor | None = None) -> torch.Tensor:
+    def shared(self, y: torch.Tensor, t: int, points: torch.Tensor,
+               allowed: torch.Tensor | None = None) -> torch.Tensor:
         """`forward` for one step t of a batch that reads one set of points [K, d] (K >= 1): sampling's case.
 
         `allowed` [B, K]: which of the points each row reads (rows reading different sets, e.g. the
