@@ -63,3 +63,13 @@ def test_proposals_are_shared_out_by_the_places_shares_each_with_its_own_observa
     assert [m for _, m in places.shares(points, 1, labels)] == [1]          # places with no share are left out
     one = places.shares(points, 5, np.zeros(10, dtype=int))               # one place: every point, every proposal
     assert len(one) == 1 and len(one[0][0]) == 10 and one[0][1] == 5
+
+
+def test_repeated_points_are_split_without_dividing_by_zero():
+    """A robot that finds the cup on the same two spots: zero-width places, finite scores, two places."""
+    same = np.tile([[0.2, -0.1, 0.5]], (8, 1))
+    assert places.split(same).tolist() == [0] * 8                       # no axis varies: one place
+    two_spots = np.concatenate([same, np.tile([[0.9, 0.7, 0.1]], (5, 1))])
+    labels = places.split(two_spots)
+    assert labels.tolist() == [0] * 8 + [1] * 5
+    assert np.isfinite(places.leave_one_out_score(places.informative(two_spots), labels))
