@@ -368,3 +368,18 @@ def test_the_margin_sweep_replays_the_check_with_other_margins():
         assert {r["margin"]: r["accuracy"] for r in margin_sweep(rows, (1.5,))} == {1.5: 0.6}
         rows.append(row(served_row("home_aware", 8), 0.65))   # read place by place, as served
         assert {r["margin"]: r["accuracy"] for r in margin_sweep(rows, (1.5,))} == {1.5: 0.65}
+
+
+def test_a_new_robots_model_folder_has_the_priors_and_no_specialist(tmp_path):
+    """dualdiff adapt into a folder an earlier run used: that run's specialist is not this robot's."""
+    from dualdiff_ros.evaluation.adaptation import priors_only
+
+    source = tmp_path / "models" / "cabinet"
+    source.mkdir(parents=True)
+    for name in ("general", "home_aware", "specialized"):
+        (source / f"{name}.safetensors").write_bytes(name.encode())
+    robot = tmp_path / "robot"
+    (robot / "cabinet").mkdir(parents=True)
+    (robot / "cabinet" / "specialized.safetensors").write_bytes(b"an earlier run's")
+    priors_only(tmp_path / "models", "cabinet", robot)
+    assert sorted(p.name for p in (robot / "cabinet").iterdir()) == ["general.safetensors", "home_aware.safetensors"]

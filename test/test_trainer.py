@@ -61,3 +61,12 @@ def test_a_bad_selection_names_its_fix(request_, words):
     with pytest.raises(ValueError, match=words):
         selection(*request_)
     assert selection("cabinet", "", True) == ("cabinet", None) and selection("", "", False) == (None, None)
+
+
+def test_torchs_training_is_set_up_once_per_process():
+    """The specialized node warms torch's training up when configured, so the first retraining is not slower."""
+    import dualdiff_ros.diffusion.training as training
+
+    training._WARMED_UP = False
+    assert training.warm_up_training() > 0
+    assert training.warm_up_training() == 0.0 and training._WARMED_UP

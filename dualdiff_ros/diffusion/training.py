@@ -26,6 +26,7 @@ from .sampling import target_moments
 from .train_state import StateFile, check_compatible, load_optimizer, load_state, optimizer_tensors, save_state
 
 DIVERGED_HINT = "an observation may be absurd: list and forget it"
+_WARMED_UP = False
 _OVERFLOW = " (the raw value is too large for float32 once normalized)"
 
 
@@ -315,3 +316,27 @@ def _lr_scheduler(opt, config: TrainConfig, total: int, steps_per_epoch: int):
         return torch.optim.lr_scheduler.StepLR(opt, step_size=max(1, config.step_epochs * steps_per_epoch),
                                                gamma=config.gamma)
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+def warm_up_training() -> float:
+    """Run torch's training machinery once (autograd, AdamW, gradient clipping) on a toy network; seconds taken.
+
+    The first training of a process pays about 0.9 s of one-time set-up on top of its steps. On a
+    robot that is the first retraining, and it holds up the answers the service gives meanwhile
+    (0.4-1.0 s instead of 0.1-0.2 s, docs/notes/2026-12-05-places.md); the specialized node pays it
+    when it is configured instead. Once per process: later calls return 0.
+    """
+    global _WARMED_UP
+    if _WARMED_UP:
+        return 0.0
+    start = time.perf_counter()
+    net = torch.nn.Sequential(torch.nn.Linear(4, 16), torch.nn.SiLU(), torch.nn.Linear(16, 4))
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    for _ in range(3):
+        loss = net(torch.randn(32, 4)).pow(2).mean()
+        opt.zero_grad()
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)
+        opt.step()
+    _WARMED_UP = True
+    return time.perf_counter() - start

@@ -48,6 +48,8 @@ def priors_only(model_dir, domain: str, into: Path) -> Path:
     """A model folder with the domain's general and home-aware priors and no specialist: a new robot's."""
     source, target = Path(model_dir) / domain, into / domain
     target.mkdir(parents=True, exist_ok=True)
+    for stale in target.glob("specialized*.safetensors"):  # an earlier run into the same output trained it
+        stale.unlink()
     for name in ("general.safetensors", "home_aware.safetensors"):
         if (source / name).exists():
             shutil.copy2(source / name, target / name)

@@ -27,6 +27,7 @@ from rclpy.lifecycle import LifecycleNode, TransitionCallbackReturn
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
 from ..diffusion.checkpoint import CheckpointError, read_header, verify_checkpoint
+from ..diffusion.training import warm_up_training
 from ..learning.trainer import Hooks, Job, Trainer, label
 from ..limits import DEFAULT_MARGIN
 from ..model_store import SPECIALIZATION_METHODS, ModelStore
@@ -92,6 +93,9 @@ class SpecializedModelNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         for domain, task, n in self.store.summary():
             self.get_logger().info(f"{n} observations stored for {label(domain, task)}")
+        warm = warm_up_training()  # else the first retraining pays it while answers are being given
+        if warm:
+            self.get_logger().info(f"torch's training set up in {warm:.2f} s (once per process)")
         log_transition(self, "configured (inactive)")
         return TransitionCallbackReturn.SUCCESS
 
