@@ -371,7 +371,7 @@ def test_the_margin_sweep_replays_the_check_with_other_margins():
 
 
 def test_a_new_robots_model_folder_has_the_priors_and_no_specialist(tmp_path):
-    """dualdiff adapt into a folder an earlier run used: that run's specialist is not this robot's."""
+    """An earlier `dualdiff adapt` run into the same folder trained a specialist: not this robot's."""
     from dualdiff_ros.evaluation.adaptation import priors_only
 
     source = tmp_path / "models" / "cabinet"
