@@ -254,9 +254,9 @@ class HomeContext:
     version: int = 0   # changes with every update: the answer check is redone for a new context
 
     @cached_property
-    def place_labels(self) -> np.ndarray:
-        """Which place of the home each point is in (learning/places.py), split once per context."""
-        return places.split(self.points)
+    def place_labels(self) -> np.ndarray | None:
+        """Which place of the home each point is in (learning/places.py; None: one place), once per context."""
+        return places.several(self.points)
 
 
 class HomeContexts:
@@ -787,7 +787,7 @@ def reads_places(model, context: HomeContext, values: dict) -> tuple | None:
     if not bool(values["home_aware.places"]) or model_context_kind(model) != "set" or len(context.points) == 0:
         return None
     labels = context.place_labels
-    return (context.points, labels) if labels.max() > 0 else None
+    return None if labels is None else (context.points, labels)
 
 
 def place_conditions(state: np.ndarray, points: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
@@ -818,8 +818,8 @@ def answer_ways(domain: str, state: np.ndarray, home_model, context: HomeContext
     by_place = bool(values["home_aware.places"]) and kind == "set"
 
     def home_aware(local, n, seed):
-        labels = places.split(local) if by_place else None
-        if labels is not None and labels.max(initial=0) > 0:
+        labels = places.several(local) if by_place else None
+        if labels is not None:
             targets = ha_proposer.propose_rows(home_model, place_conditions(state, local, labels, n), seed).targets
         else:
             condition = context_conditions(state[None], local, pseudo, kind)[0]

@@ -145,7 +145,6 @@ class Proposer:
             return Proposals(targets, -denoising_error(model, cond, targets, seed), fallback, msg, diag)
         return Proposals(targets, -(err_g + err_s) / 2, "joint", "", diag)
 
-
     def propose_rows(self, model: DiffusionModel, conditions: np.ndarray, seed: int = 0) -> Proposals:
         """One proposal per condition row [n, c], from one model in one batch (a home read place by place)."""
         rows = np.asarray(conditions, dtype=np.float64)

@@ -26,8 +26,8 @@ from .sampling import target_moments
 from .train_state import StateFile, check_compatible, load_optimizer, load_state, optimizer_tensors, save_state
 
 DIVERGED_HINT = "an observation may be absurd: list and forget it"
-_WARMED_UP = False
 _OVERFLOW = " (the raw value is too large for float32 once normalized)"
+_WARMED_UP = False  # warm_up_training has run in this process
 
 
 class TrainingDiverged(RuntimeError):

@@ -184,8 +184,8 @@ def home_aware_samples(model, home, observed_local, conditions, k, seed, guidanc
     """
     kind = model_context_kind(model)
     if by_place and tuned is None and kind == "set":
-        labels = places.split(observed_local)
-        if labels.max() > 0:
+        labels = places.several(observed_local)
+        if labels is not None:
             return place_samples(model, observed_local, labels, conditions, k, seed, guidance)
     conds = context_conditions(conditions, observed_local, pseudo, kind)
     general, specialist = (model, tuned) if joint else (None, tuned if tuned is not None else model)

@@ -126,6 +126,12 @@ def split(points: np.ndarray, max_places: int = MAX_PLACES) -> np.ndarray:
     return np.argsort(rank)[labels]
 
 
+def several(points: np.ndarray) -> np.ndarray | None:
+    """The place labels when the observations make two or more places; None for one place."""
+    labels = split(points)
+    return labels if labels.max(initial=0) > 0 else None
+
+
 def allocate(labels: np.ndarray, n: int) -> np.ndarray:
     """How many of n proposals each place gets: its share of the observations (largest remainders)."""
     share = np.bincount(labels) / len(labels)
